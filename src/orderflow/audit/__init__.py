@@ -1,0 +1,1 @@
+"""The tamper-evident, hash-chained history of every order."""

@@ -1,0 +1,1 @@
+"""Customers and products: who orders, and what they can order."""

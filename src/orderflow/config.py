@@ -1,0 +1,52 @@
+"""One typed Settings object, read from ORDERFLOW_* environment variables (and `.env`).
+
+Built by entry points (CLI commands, test fixtures), never at import time.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERFLOW_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./orderflow.db"
+    admin_token: str | None = None
+
+    bobs_post_url: str | None = None
+    bobs_post_api_key: str = ""
+    bobs_post_webhook_secret: str = ""
+    paydesk_url: str | None = None
+    paydesk_api_key: str = ""
+    smtp_url: str | None = None
+    mail_from: str = "orders@orderflow.example"
+
+    retry_base_seconds: float = Field(2.0, gt=0)
+    retry_max_seconds: float = Field(600.0, gt=0)
+    tracking_poll_seconds: float = Field(3600.0, gt=0)
+    lease_seconds: float = Field(60.0, gt=0)
+    http_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_tolerance_seconds: float = Field(300.0, gt=0)
+
+    worker_batch_size: int = Field(32, ge=1, le=1000)
+    worker_concurrency: int = Field(16, ge=1, le=256)
+    worker_idle_seconds: float = Field(0.5, gt=0)
+
+    slack_webhook_url: str | None = None
+    logistics_email: str | None = None
+    broker_url: str | None = None
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_call(self) -> Settings:
+        # A batch's calls run concurrently, so one batch lasts about one HTTP timeout; the lease
+        # must outlive it, or a slow batch would be taken over while still running.
+        if self.lease_seconds <= 2 * self.http_timeout_seconds:
+            raise ValueError(
+                "ORDERFLOW_LEASE_SECONDS must be more than twice ORDERFLOW_HTTP_TIMEOUT_SECONDS "
+                f"(got {self.lease_seconds} and {self.http_timeout_seconds})"
+            )
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("ORDERFLOW_RETRY_MAX_SECONDS must be >= ORDERFLOW_RETRY_BASE_SECONDS")
+        return self

@@ -1,0 +1,1 @@
+"""Orders: the lifecycle, the tables, the use cases and the read models."""

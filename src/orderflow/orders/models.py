@@ -1,0 +1,73 @@
+"""Orders and their lines. The order keeps its own copy of where the parcel goes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from orderflow.clock import now
+from orderflow.db import Base, BigId, UTCDateTime
+from orderflow.orders.status import OrderStatus
+
+
+def order_reference(order_id: int) -> str:
+    return f"ORD-{order_id:06d}"
+
+
+def parse_order_reference(reference: str) -> int | None:
+    prefix, _, digits = reference.partition("-")
+    return int(digits) if prefix == "ORD" and digits.isdigit() else None
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_status_id", "status", "id"),
+        Index("ix_orders_customer_id_id", "customer_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(String(32), default=OrderStatus.PLACED)
+    total: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Snapshot at placement: name, email, phone, address, payment_method.
+    ship_to: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payment_method: Mapped[str] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    placed_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    # Head of this order's audit hash chain, moved in the same transaction as each entry.
+    audit_seq: Mapped[int] = mapped_column(Integer, default=0)
+    audit_head: Mapped[str] = mapped_column(String(64), default="")
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", order_by="OrderLine.id", lazy="selectin"
+    )
+
+    @property
+    def reference(self) -> str:
+        return order_reference(self.id)
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
+    name: Mapped[str] = mapped_column(String(200))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(Integer)
+    weight_grams: Mapped[int] = mapped_column(Integer)
+
+    order: Mapped[Order] = relationship(back_populates="lines")
+
+    @property
+    def amount(self) -> int:
+        return self.quantity * self.unit_price

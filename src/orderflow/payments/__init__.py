@@ -1,0 +1,1 @@
+"""Payments: the Paydesk adapter and the charge / refund steps."""

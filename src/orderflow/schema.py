@@ -1,0 +1,29 @@
+"""Every table, imported in one place: what Alembic and the tests see as the schema."""
+
+from orderflow.audit.models import AuditEntry
+from orderflow.catalog.models import Customer, Product
+from orderflow.db import Base
+from orderflow.notifications.models import Notification
+from orderflow.orders.models import Order, OrderLine
+from orderflow.outbox import OutboxEvent
+from orderflow.payments.models import Payment
+from orderflow.shipping.models import CarrierEvent, Shipment
+from orderflow.tasks.models import Task, TaskAttempt
+
+metadata = Base.metadata
+
+__all__ = [
+    "AuditEntry",
+    "CarrierEvent",
+    "Customer",
+    "Notification",
+    "Order",
+    "OrderLine",
+    "OutboxEvent",
+    "Payment",
+    "Product",
+    "Shipment",
+    "Task",
+    "TaskAttempt",
+    "metadata",
+]

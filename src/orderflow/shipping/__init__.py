@@ -1,0 +1,1 @@
+"""Shipping: the carrier adapter, its vocabulary, webhooks and the booking / tracking steps."""
