@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -74,6 +75,14 @@ def _make_sqlite_transactional(engine: Engine) -> None:
         # Read-only sessions (see Database.read) begin DEFERRED and never take the write lock.
         readonly = connection.get_execution_options().get("orderflow_readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def insert_ignore(session: Session, model: type[Base], values: dict[str, Any], key: str) -> bool:
+    """INSERT unless a row with the same unique `key` exists; True if this call inserted it."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
+    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
 
 
 class Database:

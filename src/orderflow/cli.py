@@ -1,0 +1,225 @@
+"""The `orderflow` command: demo, serve, worker, migrate, sim."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from orderflow import logs
+from orderflow.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ORDERFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"]
+            for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
+
+
+def _friendly(func: F) -> F:
+    """Known failures become one clear line and a non-zero exit, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        from orderflow.migrate import SchemaOutdated
+        from orderflow.wiring import MissingSetting
+
+        try:
+            return func(*args, **kwargs)
+        except (SchemaOutdated, MissingSetting) as exc:
+            raise click.ClickException(str(exc)) from None
+        except OperationalError as exc:
+            raise click.ClickException(f"cannot reach the database: {exc.orig}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="orderflow")
+def main() -> None:
+    """orderflow: fault-tolerant order fulfilment."""
+
+
+@main.command()
+@click.option(
+    "--new",
+    "new_revision",
+    metavar="MESSAGE",
+    hidden=True,
+    help="developers: autogenerate a migration from the models",
+)
+@_friendly
+def migrate(new_revision: str | None) -> None:
+    """Create or upgrade the database schema."""
+    from orderflow.db import Database
+    from orderflow.migrate import current_revision, head_revision, make_revision, upgrade
+
+    db = Database(_settings().database_url, pool_size=0)
+    if new_revision:
+        make_revision(db.engine, new_revision)
+        return
+    before = current_revision(db.engine)
+    upgrade(db.engine)
+    click.echo(f"schema: {before or 'empty'} -> {head_revision()}")
+
+
+def _open_database(settings: Settings, migrate_first: bool, pool_size: int = 10) -> Any:
+    from orderflow.db import Database
+    from orderflow.migrate import require_current, upgrade
+
+    db = Database(settings.database_url, pool_size=pool_size)
+    if migrate_first:
+        upgrade(db.engine)
+    require_current(db.engine)
+    return db
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--migrate", "migrate_first", is_flag=True, help="upgrade the schema first")
+@_friendly
+def serve(host: str, port: int, migrate_first: bool) -> None:
+    """The HTTP API, the console and the carrier webhook endpoint."""
+    import uvicorn
+
+    from orderflow.web.app import create_app
+
+    logs.configure(json=True)
+    settings = _settings()
+    if not settings.admin_token:
+        raise click.ClickException("ORDERFLOW_ADMIN_TOKEN must be set for `orderflow serve`")
+    if not settings.bobs_post_webhook_secret:
+        raise click.ClickException(
+            "ORDERFLOW_BOBS_POST_WEBHOOK_SECRET must be set: carrier webhooks are verified with it"
+        )
+    db = _open_database(settings, migrate_first)
+    uvicorn.run(create_app(settings, db), host=host, port=port, log_level="warning")
+
+
+@main.command()
+@click.option("--migrate", "migrate_first", is_flag=True, help="upgrade the schema first")
+@click.option("--name", default=None, help="worker name in logs and leases")
+@_friendly
+def worker(migrate_first: bool, name: str | None) -> None:
+    """The workers: claim due work, call the outside world, record what happened."""
+    from orderflow.tasks.worker import Worker
+    from orderflow.wiring import build_adapters, build_steps, retry_policy
+
+    logs.configure(json=True)
+    settings = _settings()
+    db = _open_database(settings, migrate_first, pool_size=4)
+    adapters = build_adapters(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        click.echo(f"received {signal.Signals(signum).name}: finishing the batch in hand", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    Worker(
+        db,
+        build_steps(settings, adapters),
+        retry=retry_policy(settings),
+        lease_seconds=settings.lease_seconds,
+        batch_size=settings.worker_batch_size,
+        concurrency=settings.worker_concurrency,
+        idle_seconds=settings.worker_idle_seconds,
+        name=name,
+    ).run(stop)
+    adapters.close()
+    db.dispose()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--progress-seconds",
+    default=4.0,
+    show_default=True,
+    help="how fast simulated parcels move from one carrier status to the next",
+)
+@_friendly
+def demo(host: str, port: int, progress_seconds: float) -> None:
+    """Everything in one process on SQLite: API, console, workers, simulators, mail sink."""
+    from orderflow import demo as demo_mode
+
+    logs.configure(json=False, level="WARNING")
+    demo_mode.run(_settings(), host=host, port=port, progress_seconds=progress_seconds)
+
+
+@main.group()
+def sim() -> None:
+    """Run a simulator of the outside world on its own."""
+
+
+@sim.command("bobs-post")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=int)
+@click.option("--api-key", envvar="ORDERFLOW_BOBS_POST_API_KEY", default="", show_default=True)
+@click.option("--webhook-secret", envvar="ORDERFLOW_BOBS_POST_WEBHOOK_SECRET", default="")
+@click.option("--webhook-url", default=None, help="where to POST signed webhooks")
+@click.option("--progress-seconds", default=2.0, show_default=True, type=float)
+@click.option("--seed", default=None, type=int)
+def sim_bobs_post(
+    host: str,
+    port: int,
+    api_key: str,
+    webhook_secret: str,
+    webhook_url: str | None,
+    progress_seconds: float,
+    seed: int | None,
+) -> None:
+    """Bob's Post (switches: PATCH /_sim/switches)."""
+    from orderflow.simulators import bobs_post
+
+    switches = bobs_post.BobsPostSwitches(
+        progress_seconds=progress_seconds, webhook_url=webhook_url, seed=seed
+    )
+    bobs_post.run(host, port, api_key=api_key, webhook_secret=webhook_secret, switches=switches)
+
+
+@sim.command("paydesk")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8082, show_default=True, type=int)
+@click.option("--api-key", envvar="ORDERFLOW_PAYDESK_API_KEY", default="")
+@click.option("--seed", default=None, type=int)
+def sim_paydesk(host: str, port: int, api_key: str, seed: int | None) -> None:
+    """Paydesk (switches: PATCH /_sim/switches)."""
+    from orderflow.simulators import paydesk
+
+    paydesk.run(host, port, api_key=api_key, switches=paydesk.PaydeskSwitches(seed=seed))
+
+
+@sim.command("mailsink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--smtp-port", default=2525, show_default=True, type=int)
+@click.option("--http-port", default=8025, show_default=True, type=int)
+def sim_mailsink(host: str, smtp_port: int, http_port: int) -> None:
+    """An SMTP server that keeps every message (GET /messages, GET /stats on the HTTP port)."""
+    from orderflow.simulators import mailsink
+
+    mailsink.run(host, smtp_port, http_port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

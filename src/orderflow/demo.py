@@ -1,0 +1,224 @@
+"""`orderflow demo`: everything in one process on SQLite, with simulated outside world."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import uvicorn
+from sqlalchemy import func, select
+
+from orderflow.catalog import service as catalog
+from orderflow.catalog.models import Customer
+from orderflow.config import Settings
+from orderflow.db import Database
+from orderflow.migrate import upgrade
+from orderflow.serving import BackgroundServer
+from orderflow.simulators import bobs_post, paydesk
+from orderflow.simulators.mailsink import MailSink
+from orderflow.tasks.worker import Worker
+from orderflow.web.app import create_app
+from orderflow.wiring import build_adapters, build_steps, retry_policy
+
+CUSTOMERS: list[dict[str, Any]] = [
+    {
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 20 7946 0000",
+        "address": {
+            "line1": "12 St James's Sq",
+            "line2": None,
+            "city": "London",
+            "postcode": "SW1Y 4JH",
+            "country": "GB",
+        },
+        "payment_method": "pm_ok_visa",
+    },
+    {
+        "name": "Grace Hopper",
+        "email": "grace@example.com",
+        "phone": None,
+        "address": {
+            "line1": "1 Harbour Rd",
+            "line2": "Unit 4",
+            "city": "Dublin",
+            "postcode": "D02 X285",
+            "country": "IE",
+        },
+        "payment_method": "pm_ok_mastercard",
+    },
+    {
+        "name": "Alan Turing",
+        "email": "alan@example.com",
+        "phone": "+44 161 496 0000",
+        "address": {
+            "line1": "Bletchley Park",
+            "line2": None,
+            "city": "Milton Keynes",
+            "postcode": "MK3 6EB",
+            "country": "GB",
+        },
+        "payment_method": "pm_declined",
+    },
+    {
+        "name": "Edsger Dijkstra",
+        "email": "edsger@example.com",
+        "phone": None,
+        "address": {
+            "line1": "Lost Lane 1",
+            "line2": None,
+            "city": "Nuenen",
+            "postcode": "LOST",
+            "country": "NL",
+        },
+        "payment_method": "pm_ok_amex",
+    },
+]
+
+PRODUCTS: list[dict[str, Any]] = [
+    {
+        "sku": "WIDGET",
+        "name": "Widget",
+        "price": 1299,
+        "currency": "GBP",
+        "weight_grams": 400,
+        "stock": 500,
+    },
+    {
+        "sku": "GADGET",
+        "name": "Gadget",
+        "price": 2599,
+        "currency": "GBP",
+        "weight_grams": 1200,
+        "stock": 200,
+    },
+    {
+        "sku": "GIZMO",
+        "name": "Gizmo",
+        "price": 499,
+        "currency": "GBP",
+        "weight_grams": 150,
+        "stock": 1000,
+    },
+    {
+        "sku": "DOOHICKEY",
+        "name": "Doohickey",
+        "price": 8900,
+        "currency": "GBP",
+        "weight_grams": 3000,
+        "stock": 25,
+    },
+]
+
+
+def seed(db: Database) -> None:
+    """Demo customers and products, once."""
+    with db.transaction() as session:
+        if session.scalar(select(func.count()).select_from(Customer)):
+            return
+        for customer in CUSTOMERS:
+            catalog.create_customer(session, **customer)
+        for product in PRODUCTS:
+            catalog.create_product(session, **product)
+
+
+@dataclass
+class Simulated:
+    carrier: BackgroundServer
+    payments: BackgroundServer
+    mail: MailSink
+
+    def stop(self) -> None:
+        self.carrier.stop()
+        self.payments.stop()
+        self.mail.stop()
+
+
+def start_outside_world(
+    api_url: str, *, progress_seconds: float
+) -> tuple[Simulated, dict[str, Any]]:
+    """Start the simulators and the mail sink; returns them and the settings that reach them."""
+    carrier_key, paydesk_key = secrets.token_hex(8), secrets.token_hex(8)
+    webhook_secret = secrets.token_hex(16)
+    carrier = BackgroundServer(
+        bobs_post.create_app(
+            api_key=carrier_key,
+            webhook_secret=webhook_secret,
+            switches=bobs_post.BobsPostSwitches(
+                progress_seconds=progress_seconds, webhook_url=f"{api_url}/webhooks/bobs-post"
+            ),
+        )
+    ).start()
+    payments = BackgroundServer(paydesk.create_app(api_key=paydesk_key)).start()
+    mail = MailSink().start()
+    overrides = {
+        "bobs_post_url": carrier.url,
+        "bobs_post_api_key": carrier_key,
+        "bobs_post_webhook_secret": webhook_secret,
+        "paydesk_url": payments.url,
+        "paydesk_api_key": paydesk_key,
+        "smtp_url": mail.smtp_url,
+    }
+    return Simulated(carrier, payments, mail), overrides
+
+
+def run(settings: Settings, *, host: str, port: int, progress_seconds: float) -> None:
+    api_url = f"http://{host}:{port}"
+    outside, overrides = start_outside_world(api_url, progress_seconds=progress_seconds)
+    token = settings.admin_token or secrets.token_urlsafe(18)
+    settings = settings.model_copy(
+        update={
+            **overrides,
+            "admin_token": token,
+            "tracking_poll_seconds": min(settings.tracking_poll_seconds, 20.0),
+            "retry_max_seconds": min(settings.retry_max_seconds, 30.0),
+            "retry_base_seconds": min(settings.retry_base_seconds, 1.0),
+            "worker_idle_seconds": min(settings.worker_idle_seconds, 0.2),
+        }
+    )
+    db = Database(settings.database_url)
+    upgrade(db.engine)
+    seed(db)
+    adapters = build_adapters(settings)
+    worker = Worker(
+        db,
+        build_steps(settings, adapters),
+        retry=retry_policy(settings),
+        lease_seconds=settings.lease_seconds,
+        batch_size=settings.worker_batch_size,
+        concurrency=settings.worker_concurrency,
+        idle_seconds=settings.worker_idle_seconds,
+        name="demo-worker",
+    )
+    stop = threading.Event()
+    worker_thread = threading.Thread(target=worker.run, args=(stop,), name="orderflow-worker")
+    worker_thread.start()
+    app = create_app(settings, db, mailbox=outside.mail)
+    click.echo(
+        "\n".join(
+            [
+                "",
+                "orderflow demo is running.",
+                f"  console:      {api_url}/console  (admin token below)",
+                f"  API:          {api_url}/api/v1   (OpenAPI: {api_url}/docs)",
+                f"  admin token:  {token}",
+                f"  database:     {settings.database_url}",
+                f"  Bob's Post:   {outside.carrier.url} (simulated)",
+                f"  Paydesk:      {outside.payments.url} (simulated)",
+                f"  mail sink:    {outside.mail.smtp_url} (messages in the console's mailbox)",
+                "Press Ctrl+C to stop.",
+                "",
+            ]
+        )
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        worker_thread.join(timeout=30)
+        adapters.close()
+        outside.stop()
+        db.dispose()

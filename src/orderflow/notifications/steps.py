@@ -1,0 +1,116 @@
+"""The e-mail step: one message per order and milestone, with a stable Message-ID."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orderflow.audit import chain
+from orderflow.notifications import messages
+from orderflow.notifications.mailer import Mailer
+from orderflow.notifications.models import Notification
+from orderflow.orders import service, workflow
+from orderflow.orders.models import Order
+from orderflow.orders.status import OrderStatus
+from orderflow.payments.models import Payment
+from orderflow.shipping.models import Shipment
+from orderflow.shipping.vocabulary import ShipmentStatus
+from orderflow.tasks.queue import ClaimedTask
+
+ACTOR = "worker:notifications"
+
+
+@dataclass(frozen=True)
+class Mail:
+    milestone: str
+    message: EmailMessage
+
+
+class NotifyStep:
+    kind = workflow.NOTIFY
+
+    def __init__(self, mailer: Mailer, mail_from: str) -> None:
+        self.mailer = mailer
+        self.mail_from = mail_from
+
+    def prepare(self, session: Session, task: ClaimedTask) -> Mail | None:
+        milestone = str(task.payload["milestone"])
+        order = session.get(Order, task.order_id)
+        assert order is not None
+        if session.scalar(
+            select(Notification.id).where(
+                Notification.order_id == order.id, Notification.kind == milestone
+            )
+        ):
+            return None
+        context: dict[str, object] = {
+            "name": order.ship_to["name"],
+            "address": order.ship_to["address"],
+            "lines": [{"quantity": ln.quantity, "name": ln.name} for ln in order.lines],
+        }
+        if milestone == "shipped":
+            shipment = session.scalar(select(Shipment).where(Shipment.order_id == order.id))
+            context["tracking_number"] = shipment.tracking_number if shipment else "-"
+        elif milestone == "payment_failed":
+            context["decline_code"] = (
+                session.scalar(
+                    select(Payment.decline_code).where(
+                        Payment.order_id == order.id, Payment.kind == "charge"
+                    )
+                )
+                or "declined"
+            )
+        elif milestone == "cancelled":
+            context["refunded"] = service.charged_payment(session, order.id) is not None
+        message = messages.build(
+            milestone=milestone,
+            reference=order.reference,
+            recipient=order.ship_to["email"],
+            mail_from=self.mail_from,
+            context=context,
+        )
+        return Mail(milestone=milestone, message=message)
+
+    def perform(self, mail: Mail) -> Mail:
+        self.mailer.send(mail.message)
+        return mail
+
+    def complete(self, session: Session, task: ClaimedTask, mail: Mail) -> None:
+        order_id = task.order_id
+        assert order_id is not None
+        session.add(
+            Notification(
+                order_id=order_id,
+                kind=mail.milestone,
+                recipient=str(mail.message["To"]),
+                subject=str(mail.message["Subject"]),
+                message_id=str(mail.message["Message-ID"]),
+            )
+        )
+        session.flush()
+        chain.record(
+            session,
+            order_id,
+            actor=ACTOR,
+            action=f"email.{mail.milestone}",
+            details={"to": str(mail.message["To"]), "message_id": str(mail.message["Message-ID"])},
+        )
+        if mail.milestone == "shipped":
+            # The carrier may already have delivered; the order waited for this e-mail.
+            shipment = session.scalar(select(Shipment).where(Shipment.order_id == order_id))
+            if (
+                shipment is not None
+                and shipment.status == ShipmentStatus.DELIVERED
+                and service.status_of(session, order_id) == OrderStatus.SHIPPED
+            ):
+                service.move(
+                    session,
+                    order_id,
+                    OrderStatus.DELIVERED,
+                    actor=ACTOR,
+                    action="shipment.delivered",
+                    details={"carrier_status": shipment.carrier_status},
+                )

@@ -1,0 +1,137 @@
+"""Read models: the order as clients see it (the contract's JSON), and order lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orderflow.audit.models import AuditEntry
+from orderflow.errors import NotFound
+from orderflow.notifications.models import Notification
+from orderflow.orders.models import Order
+from orderflow.payments.models import Payment
+from orderflow.shipping.models import Shipment
+from orderflow.tasks.models import Task, TaskStatus
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def summary(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "reference": order.reference,
+        "status": order.status,
+        "customer_id": order.customer_id,
+        "total": order.total,
+        "currency": order.currency,
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+    }
+
+
+def order_view(session: Session, order_id: int) -> dict[str, Any]:
+    order = session.get(Order, order_id)
+    if order is None:
+        raise NotFound(f"no order with id {order_id}")
+    payments = session.scalars(select(Payment).where(Payment.order_id == order_id)).all()
+    charge = next((p for p in payments if p.kind == "charge"), None)
+    refund = next((p for p in payments if p.kind == "refund"), None)
+    shipment = session.scalar(select(Shipment).where(Shipment.order_id == order_id))
+    notifications = session.scalars(
+        select(Notification).where(Notification.order_id == order_id).order_by(Notification.id)
+    ).all()
+    history = session.scalars(
+        select(AuditEntry).where(AuditEntry.order_id == order_id).order_by(AuditEntry.seq)
+    ).all()
+    open_work = session.scalars(
+        select(Task)
+        .where(Task.order_id == order_id, Task.status != TaskStatus.DONE)
+        .order_by(Task.id)
+    ).all()
+    return {
+        **summary(order),
+        "lines": [
+            {
+                "sku": ln.sku,
+                "name": ln.name,
+                "quantity": ln.quantity,
+                "unit_price": ln.unit_price,
+                "amount": ln.amount,
+            }
+            for ln in order.lines
+        ],
+        "ship_to": order.ship_to,
+        "placed_by": order.placed_by,
+        "payment": None
+        if charge is None
+        else {
+            "status": charge.status,
+            "payment_id": charge.provider_id,
+            "amount": charge.amount,
+            "currency": charge.currency,
+            "decline_code": charge.decline_code,
+            "refund": None
+            if refund is None
+            else {"refund_id": refund.provider_id, "amount": refund.amount},
+        },
+        "shipment": None
+        if shipment is None
+        else {
+            "carrier": shipment.carrier,
+            "tracking_number": shipment.tracking_number,
+            "status": shipment.status,
+            "carrier_status": shipment.carrier_status,
+            "shipment_id": shipment.carrier_shipment_id,
+        },
+        "notifications": [
+            {"kind": n.kind, "sent_at": _iso(n.sent_at), "to": n.recipient} for n in notifications
+        ],
+        "work": [
+            {
+                "step": t.kind,
+                "status": t.status,
+                "attempts": t.attempts,
+                "next_attempt_at": _iso(t.run_at) if t.status == TaskStatus.READY else None,
+                "last_error": t.last_error,
+                "error_class": t.error_class,
+            }
+            for t in open_work
+        ],
+        "history": [
+            {
+                "seq": e.seq,
+                "at": _iso(e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "from": e.from_status,
+                "to": e.to_status,
+                "details": e.details,
+            }
+            for e in history
+        ],
+    }
+
+
+def list_orders(
+    session: Session,
+    *,
+    status: str | None = None,
+    customer_id: int | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Newest first, keyset-paginated: pass the returned cursor as `before` for the next page."""
+    query = select(Order).order_by(Order.id.desc()).limit(limit + 1)
+    if status:
+        query = query.where(Order.status == status)
+    if customer_id is not None:
+        query = query.where(Order.customer_id == customer_id)
+    if before is not None:
+        query = query.where(Order.id < before)
+    orders = list(session.scalars(query))
+    cursor = orders[limit - 1].id if len(orders) > limit else None
+    return [summary(o) for o in orders[:limit]], cursor

@@ -1,0 +1,219 @@
+"""The booking, tracking and cancellation steps with Bob's Post."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orderflow.audit import chain
+from orderflow.clock import after, now
+from orderflow.orders import service, workflow
+from orderflow.orders.models import Order
+from orderflow.orders.status import OrderStatus
+from orderflow.shipping import tracking
+from orderflow.shipping.bobs_post import CARRIER, BobsPostClient, Booking, ShipmentState
+from orderflow.shipping.models import Shipment
+from orderflow.shipping.vocabulary import FINAL, ShipmentStatus, translate
+from orderflow.tasks import queue
+from orderflow.tasks.queue import ClaimedTask
+from orderflow.tasks.step import Reschedule
+
+ACTOR = "worker:shipping"
+
+
+def booking_request(order: Order) -> dict[str, Any]:
+    """The body of the booking: one parcel with everything, to the address of the order."""
+    ship_to = order.ship_to
+    return {
+        "reference": order.reference,
+        "recipient": {
+            "name": ship_to["name"],
+            "email": ship_to["email"],
+            "phone": ship_to.get("phone"),
+            "address": ship_to["address"],
+        },
+        "parcels": [
+            {
+                "weight_grams": sum(ln.weight_grams * ln.quantity for ln in order.lines),
+                "description": ", ".join(f"{ln.quantity} x {ln.name}" for ln in order.lines),
+            }
+        ],
+        "service": "standard",
+    }
+
+
+@dataclass(frozen=True)
+class BookWork:
+    idempotency_key: str
+    reference: str
+    body: dict[str, Any]
+    look_first: bool  # an earlier attempt may have booked: reconcile by reference first
+    book: bool  # False once the order was cancelled: only find (and then undo) a booking
+
+
+class BookStep:
+    kind = workflow.BOOK
+
+    def __init__(self, carrier: BobsPostClient, poll_seconds: float) -> None:
+        self.carrier = carrier
+        self.poll_seconds = poll_seconds
+
+    def prepare(self, session: Session, task: ClaimedTask) -> BookWork | None:
+        order = session.get(Order, task.order_id)
+        if order is None or session.scalar(
+            select(Shipment.id).where(Shipment.order_id == order.id)
+        ):
+            return None
+        paid = order.status == OrderStatus.PAID
+        if not paid and task.attempts == 1:
+            return None  # cancelled before any attempt could reach the carrier
+        return BookWork(
+            idempotency_key=task.key,
+            reference=order.reference,
+            body=booking_request(order),
+            look_first=task.attempts > 1,
+            book=paid,
+        )
+
+    def perform(self, work: BookWork) -> Booking | None:
+        if work.look_first:
+            live = [
+                b for b in self.carrier.find_by_reference(work.reference) if b.status != "cancelled"
+            ]
+            if live:
+                return live[0]
+        if not work.book:
+            return None
+        return self.carrier.book(idempotency_key=work.idempotency_key, body=work.body)
+
+    def complete(self, session: Session, task: ClaimedTask, result: Booking | None) -> None:
+        order_id = task.order_id
+        assert order_id is not None
+        if result is None:
+            return
+        shipment = Shipment(
+            order_id=order_id,
+            carrier=CARRIER,
+            carrier_shipment_id=result.shipment_id,
+            tracking_number=result.tracking_number,
+            carrier_status=result.status,
+            status=translate(CARRIER, result.status) or ShipmentStatus.BOOKED,
+        )
+        session.add(shipment)
+        session.flush()
+        details = {
+            "carrier": CARRIER,
+            "shipment_id": result.shipment_id,
+            "tracking_number": result.tracking_number,
+        }
+        if service.status_of(session, order_id) != OrderStatus.PAID:
+            # Cancelled while the booking was in flight: undo the booking.
+            chain.record(
+                session,
+                order_id,
+                actor=ACTOR,
+                action="shipment.booked_after_cancel",
+                details=details,
+            )
+            workflow.cancel_shipment(session, order_id)
+            return
+        service.move(
+            session,
+            order_id,
+            OrderStatus.SCHEDULED,
+            actor=ACTOR,
+            action="shipment.booked",
+            details=details,
+        )
+        workflow.track(session, order_id, after(self.poll_seconds))
+        tracking.replay_unmatched(
+            session, shipment, actor="carrier", next_poll_at=after(self.poll_seconds)
+        )
+
+
+@dataclass(frozen=True)
+class TrackWork:
+    shipment_id: str
+    reference: str
+
+
+class TrackStep:
+    """Poll a shipment whose webhooks are overdue (webhooks get lost; polling never does)."""
+
+    kind = workflow.TRACK
+
+    def __init__(self, carrier: BobsPostClient, poll_seconds: float) -> None:
+        self.carrier = carrier
+        self.poll_seconds = poll_seconds
+
+    def prepare(self, session: Session, task: ClaimedTask) -> TrackWork | None:
+        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
+        if shipment is None or ShipmentStatus(shipment.status) in FINAL:
+            return None
+        order = session.get(Order, shipment.order_id)
+        assert order is not None
+        return TrackWork(shipment_id=shipment.carrier_shipment_id, reference=order.reference)
+
+    def perform(self, work: TrackWork) -> tuple[TrackWork, ShipmentState]:
+        return work, self.carrier.get(work.shipment_id)
+
+    def complete(
+        self, session: Session, task: ClaimedTask, result: tuple[TrackWork, ShipmentState]
+    ) -> Reschedule | None:
+        work, state = result
+        next_poll = now() + timedelta(seconds=self.poll_seconds)
+        for event in state.events:
+            tracking.observe(
+                session,
+                carrier=CARRIER,
+                event_id=f"poll:{work.shipment_id}:{event.status}:{event.occurred_at.isoformat()}",
+                carrier_shipment_id=work.shipment_id,
+                reference=work.reference,
+                carrier_status=event.status,
+                occurred_at=event.occurred_at,
+                source="poll",
+                actor="worker:tracking",
+                next_poll_at=next_poll,
+            )
+        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
+        assert shipment is not None
+        if ShipmentStatus(shipment.status) in FINAL:
+            return None
+        return Reschedule(next_poll)
+
+
+class CancelShipmentStep:
+    kind = workflow.CANCEL_SHIPMENT
+
+    def __init__(self, carrier: BobsPostClient) -> None:
+        self.carrier = carrier
+
+    def prepare(self, session: Session, task: ClaimedTask) -> str | None:
+        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
+        if shipment is None or shipment.status == ShipmentStatus.CANCELLED:
+            return None
+        return shipment.carrier_shipment_id
+
+    def perform(self, shipment_id: str) -> Booking:
+        return self.carrier.cancel(shipment_id)
+
+    def complete(self, session: Session, task: ClaimedTask, result: Booking) -> None:
+        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
+        assert shipment is not None and task.order_id is not None
+        shipment.status = ShipmentStatus.CANCELLED
+        shipment.carrier_status = result.status
+        shipment.updated_at = now()
+        chain.record(
+            session,
+            task.order_id,
+            actor=ACTOR,
+            action="shipment.cancelled",
+            details={"shipment_id": result.shipment_id},
+        )
+        queue.cancel_ready(session, workflow.key(task.order_id, workflow.TRACK))
+        # A booking undone after the order was paid and cancelled: the refund is queued by
+        # the cancellation itself (or by the charge step); nothing else to do here.

@@ -1,0 +1,53 @@
+"""How a failed step is classified, once, at the adapter edge.
+
+Transient: retried with backoff (timeouts, connection errors, 5xx, 429).
+Permanent: retrying the same request can never succeed (4xx validation, conflicts) → dead letter.
+Poison: anything else (a bug, an unreadable payload) → dead letter at once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy.exc import OperationalError
+
+
+class ErrorClass(StrEnum):
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    POISON = "poison"
+
+
+class StepError(Exception):
+    error_class: ErrorClass = ErrorClass.POISON
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class TransientError(StepError):
+    error_class = ErrorClass.TRANSIENT
+
+    def __init__(
+        self, message: str, *, http_status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, http_status=http_status)
+        self.retry_after = retry_after
+
+
+class PermanentError(StepError):
+    error_class = ErrorClass.PERMANENT
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    if isinstance(exc, StepError):
+        return exc.error_class
+    if isinstance(exc, OperationalError):  # our own database hiccuped (locked, restarting)
+        return ErrorClass.TRANSIENT
+    return ErrorClass.POISON
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, StepError) else f"{type(exc).__name__}: {text}"

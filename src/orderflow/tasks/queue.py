@@ -1,0 +1,211 @@
+"""The durable task table's lifecycle: enqueue, claim with a lease, finish, retry, bury.
+
+Every call takes a session and never commits: the caller's transaction decides. Each change
+of a claimed task is guarded by its lease token, so a worker that lost its lease (it was too
+slow, or presumed dead) can never overwrite the work of the worker that took over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from orderflow.clock import now
+from orderflow.db import insert_ignore
+from orderflow.tasks.errors import ErrorClass
+from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: int
+    key: str
+    kind: str
+    order_id: int | None
+    payload: dict[str, Any]
+    attempts: int  # including this one
+    lease_token: str
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    key: str,
+    *,
+    order_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    run_at: datetime | None = None,
+) -> None:
+    """Queue work once: a second enqueue of the same key is a no-op."""
+    values = {
+        "key": key,
+        "kind": kind,
+        "order_id": order_id,
+        "payload": payload or {},
+        "status": TaskStatus.READY,
+        "run_at": run_at or now(),
+        "attempts": 0,
+        "created_at": now(),
+    }
+    insert_ignore(session, Task, values, "key")
+
+
+def claim(session: Session, *, token: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
+    """Take up to `limit` due tasks (and tasks whose lease expired) in one statement."""
+    at = now()
+    due = (
+        select(Task.id)
+        .where(
+            or_(
+                and_(Task.status == TaskStatus.READY, Task.run_at <= at),
+                and_(Task.status == TaskStatus.RUNNING, Task.lease_until < at),
+            )
+        )
+        .order_by(Task.run_at, Task.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write lock serializes claims
+    )
+    rows = session.execute(
+        update(Task)
+        .where(Task.id.in_(due.scalar_subquery()))
+        .values(
+            status=TaskStatus.RUNNING,
+            lease_owner=token,
+            lease_until=at + timedelta(seconds=lease_seconds),
+            attempts=Task.attempts + 1,
+        )
+        .returning(Task.id, Task.key, Task.kind, Task.order_id, Task.payload, Task.attempts)
+    ).all()
+    claimed = [
+        ClaimedTask(
+            id=r.id,
+            key=r.key,
+            kind=r.kind,
+            order_id=r.order_id,
+            payload=r.payload,
+            attempts=r.attempts,
+            lease_token=token,
+        )
+        for r in rows
+    ]
+    return sorted(claimed, key=lambda t: t.id)
+
+
+def _owned(task: ClaimedTask) -> Any:
+    return and_(
+        Task.id == task.id,
+        Task.status == TaskStatus.RUNNING,
+        Task.lease_owner == task.lease_token,
+    )
+
+
+def _guarded(session: Session, task: ClaimedTask, **values: Any) -> bool:
+    result = session.execute(update(Task).where(_owned(task)).values(**values))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish(session: Session, task: ClaimedTask) -> bool:
+    """Mark done. False if the lease was lost: the caller must then discard its results."""
+    return _guarded(
+        session,
+        task,
+        status=TaskStatus.DONE,
+        finished_at=now(),
+        lease_owner=None,
+        lease_until=None,
+    )
+
+
+def reschedule(session: Session, task: ClaimedTask, run_at: datetime) -> bool:
+    """Done for now, due again at `run_at` (recurring work such as polling); not a failure."""
+    return _guarded(
+        session,
+        task,
+        status=TaskStatus.READY,
+        run_at=run_at,
+        attempts=0,
+        lease_owner=None,
+        lease_until=None,
+    )
+
+
+def retry(session: Session, task: ClaimedTask, *, delay: float, error: str) -> bool:
+    at = now()
+    return _guarded(
+        session,
+        task,
+        status=TaskStatus.READY,
+        run_at=at + timedelta(seconds=delay),
+        error_class=ErrorClass.TRANSIENT,
+        last_error=error,
+        first_failed_at=_first_failed(task, at),
+        last_failed_at=at,
+        lease_owner=None,
+        lease_until=None,
+    )
+
+
+def bury(session: Session, task: ClaimedTask, *, error_class: ErrorClass, error: str) -> bool:
+    """Make it a dead letter: kept with its evidence until a person redrives or discards it."""
+    at = now()
+    return _guarded(
+        session,
+        task,
+        status=TaskStatus.DEAD,
+        error_class=error_class,
+        last_error=error,
+        first_failed_at=_first_failed(task, at),
+        last_failed_at=at,
+        finished_at=at,
+        lease_owner=None,
+        lease_until=None,
+    )
+
+
+def _first_failed(task: ClaimedTask, at: datetime) -> Any:
+    return func.coalesce(Task.first_failed_at, at)
+
+
+def record_attempt(
+    session: Session,
+    task: ClaimedTask,
+    *,
+    worker: str,
+    started_at: datetime,
+    finished_at: datetime,
+    outcome: str,
+    http_status: int | None = None,
+    error: str | None = None,
+) -> None:
+    session.add(
+        TaskAttempt(
+            task_id=task.id,
+            attempt=task.attempts,
+            worker=worker,
+            started_at=started_at,
+            finished_at=finished_at,
+            outcome=outcome,
+            http_status=http_status,
+            error=error,
+        )
+    )
+
+
+def postpone_ready(session: Session, key: str, run_at: datetime) -> None:
+    """Move a waiting task's due time (e.g. a tracking poll, when a webhook made it needless)."""
+    session.execute(
+        update(Task).where(Task.key == key, Task.status == TaskStatus.READY).values(run_at=run_at)
+    )
+
+
+def cancel_ready(session: Session, key: str) -> None:
+    """A waiting task that is no longer needed is done (e.g. polling a delivered parcel)."""
+    session.execute(
+        update(Task)
+        .where(Task.key == key, Task.status == TaskStatus.READY)
+        .values(status=TaskStatus.DONE, finished_at=now())
+    )

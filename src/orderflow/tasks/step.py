@@ -1,0 +1,37 @@
+"""What a step is: read what it needs, do the one outside effect, record what came of it.
+
+The three phases keep orchestration apart from side effects (as Temporal separates workflows
+from activities): `prepare` and `complete` touch only the database, inside transactions the
+worker owns; `perform` touches only the outside world, outside any transaction, and must be
+safe to repeat (it carries an idempotency key derived from the order and the step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from orderflow.tasks.queue import ClaimedTask
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """`complete` returns this for recurring work: due again at `run_at`."""
+
+    run_at: datetime
+
+
+class Step(Protocol):
+    kind: str
+
+    def prepare(self, session: Session, task: ClaimedTask) -> Any | None:
+        """Read what `perform` needs. None means there is nothing to do: the task is done."""
+
+    def perform(self, work: Any) -> Any:
+        """The outside effect. Raises TransientError / PermanentError; anything else is poison."""
+
+    def complete(self, session: Session, task: ClaimedTask, result: Any) -> Reschedule | None:
+        """Record the result: state transition, history, next tasks, events."""

@@ -1,0 +1,191 @@
+"""The worker loop: claim a batch, run its outside effects concurrently, commit it as one.
+
+1. claim up to `batch_size` due tasks with a lease (one statement, one transaction);
+2. `prepare` each (one read transaction for the batch);
+3. `perform` them concurrently on a thread pool (no transaction is open meanwhile);
+4. commit every outcome in one transaction, each under a savepoint: a task's transition, its
+   history entry, its next task and its attempt record land together or not at all.
+
+A worker killed anywhere loses nothing: its claimed tasks stay `running` until their lease
+expires, then any worker claims them again and repeats the (idempotent) outside effect.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from orderflow.clock import now
+from orderflow.db import Database
+from orderflow.tasks import queue
+from orderflow.tasks.errors import ErrorClass, StepError, TransientError, classify, describe
+from orderflow.tasks.queue import ClaimedTask
+from orderflow.tasks.retry import RetryPolicy
+from orderflow.tasks.step import Reschedule, Step
+
+log = structlog.get_logger("orderflow.worker")
+
+_NOTHING = object()
+
+
+@dataclass
+class _Run:
+    task: ClaimedTask
+    work: Any = _NOTHING
+    result: Any = None
+    error: BaseException | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        steps: Mapping[str, Step],
+        *,
+        retry: RetryPolicy,
+        lease_seconds: float,
+        batch_size: int = 32,
+        concurrency: int = 16,
+        idle_seconds: float = 0.5,
+        name: str | None = None,
+    ) -> None:
+        self.db = db
+        self.steps = steps
+        self.retry = retry
+        self.lease_seconds = lease_seconds
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="orderflow-step")
+        self._batches = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until `stop` is set; the batch in hand is always finished first."""
+        log.info("worker.started", worker=self.name)
+        while not stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                log.exception("worker.batch_failed", worker=self.name)
+                done = 0
+            if done == 0:
+                stop.wait(self.idle_seconds)
+        self._pool.shutdown(wait=True)
+        log.info("worker.stopped", worker=self.name)
+
+    def run_once(self) -> int:
+        """Claim, perform and commit one batch; returns how many tasks it took."""
+        self._batches += 1
+        token = f"{self.name}/{self._batches}"
+        with self.db.transaction() as session:
+            claimed = queue.claim(
+                session, token=token, limit=self.batch_size, lease_seconds=self.lease_seconds
+            )
+        if not claimed:
+            return 0
+        runs = [_Run(task) for task in claimed]
+        with self.db.read() as session:
+            for run in runs:
+                self._prepare(session, run)
+        list(self._pool.map(self._perform, [r for r in runs if r.work is not _NOTHING]))
+        with self.db.transaction() as session:
+            for run in runs:
+                self._commit(session, run)
+        return len(runs)
+
+    def _step(self, task: ClaimedTask) -> Step:
+        step = self.steps.get(task.kind)
+        if step is None:
+            raise LookupError(f"no step handles tasks of kind {task.kind!r}")
+        return step
+
+    def _prepare(self, session: Session, run: _Run) -> None:
+        try:
+            run.work = self._step(run.task).prepare(session, run.task)
+        except Exception as exc:
+            run.error = exc
+
+    def _perform(self, run: _Run) -> None:
+        run.started_at = now()
+        try:
+            if run.work is not None:
+                run.result = self._step(run.task).perform(run.work)
+        except Exception as exc:
+            run.error = exc
+        run.finished_at = now()
+
+    def _commit(self, session: Session, run: _Run) -> None:
+        task = run.task
+        try:
+            with session.begin_nested():
+                self._apply(session, run)
+        except _LeaseLost:
+            # Another worker took this task over; its outcome, not ours, will be recorded.
+            log.warning("task.lease_lost", task_id=task.id, kind=task.kind, worker=self.name)
+        except Exception as exc:  # the step's own bookkeeping failed: a bug, so poison
+            log.exception("worker.complete_failed", task_id=task.id, kind=task.kind)
+            with session.begin_nested():
+                queue.bury(session, task, error_class=ErrorClass.POISON, error=describe(exc))
+                self._attempt(session, run, ErrorClass.POISON, exc)
+
+    def _apply(self, session: Session, run: _Run) -> None:
+        task, error = run.task, run.error
+        bind = structlog.contextvars.bound_contextvars
+        with bind(task_id=task.id, kind=task.kind, order_id=task.order_id, attempt=task.attempts):
+            if error is None:
+                outcome = None
+                if run.work is not None:
+                    outcome = self._step(task).complete(session, task, run.result)
+                owned = (
+                    queue.reschedule(session, task, outcome.run_at)
+                    if isinstance(outcome, Reschedule)
+                    else queue.finish(session, task)
+                )
+                if not owned:
+                    raise _LeaseLost(task)
+                self._attempt(session, run, None, None)
+                return
+            error_class = classify(error)
+            if error_class is ErrorClass.TRANSIENT:
+                retry_after = error.retry_after if isinstance(error, TransientError) else None
+                delay = self.retry.delay(task.attempts, retry_after)
+                owned = queue.retry(session, task, delay=delay, error=describe(error))
+                log.info("task.retry", delay=round(delay, 3), error=describe(error))
+            else:
+                owned = queue.bury(session, task, error_class=error_class, error=describe(error))
+                log.warning("task.dead", error_class=error_class, error=describe(error))
+            if not owned:
+                raise _LeaseLost(task)
+            self._attempt(session, run, error_class, error)
+
+    def _attempt(
+        self, session: Session, run: _Run, error_class: ErrorClass | None, error: Any
+    ) -> None:
+        at = now()
+        queue.record_attempt(
+            session,
+            run.task,
+            worker=self.name,
+            started_at=run.started_at or at,
+            finished_at=run.finished_at or at,
+            outcome=error_class or "ok",
+            http_status=error.http_status if isinstance(error, StepError) else None,
+            error=describe(error) if error is not None else None,
+        )
+
+
+class _LeaseLost(Exception):
+    def __init__(self, task: ClaimedTask) -> None:
+        super().__init__(f"lease of task {task.id} was lost")

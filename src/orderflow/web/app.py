@@ -1,0 +1,30 @@
+"""The FastAPI application: JSON API, webhooks, health checks and the console."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from orderflow import __version__
+from orderflow.config import Settings
+from orderflow.db import Database
+from orderflow.web import console, errors, health, webhooks
+from orderflow.web.api import catalog, orders
+from orderflow.web.context import AppContext
+
+
+def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> FastAPI:
+    app = FastAPI(
+        title="orderflow",
+        version=__version__,
+        description="Fault-tolerant order fulfilment. Bearer token on /api/v1.",
+    )
+    app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
+    errors.install(app)
+    app.include_router(catalog.router, prefix="/api/v1")
+    app.include_router(orders.router, prefix="/api/v1")
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
+    console.install(app)
+    return app

@@ -1,0 +1,57 @@
+"""What every request handler may use, built once per app and reached through dependencies."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from orderflow.config import Settings
+from orderflow.db import Database
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    mailbox: Any = None  # the demo's MailSink, whose messages the console shows
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def token_matches(ctx: AppContext, token: str | None) -> bool:
+    expected = ctx.settings.admin_token
+    return bool(expected and token and hmac.compare_digest(token.encode(), expected.encode()))
+
+
+def require_admin(ctx: Context, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The acting admin's name for the history; 401 without the right bearer token."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token_matches(ctx, token.strip()):
+        raise Unauthorized()
+    return "admin:api"
+
+
+Admin = Annotated[str, Depends(require_admin)]
+
+
+def read_session(ctx: Context) -> Iterator[Session]:
+    with ctx.db.read() as session:
+        yield session
+
+
+ReadSession = Annotated[Session, Depends(read_session)]

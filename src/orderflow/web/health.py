@@ -1,0 +1,33 @@
+"""/healthz (the process is up) and /readyz (database reachable, schema current)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from orderflow.migrate import current_revision, head_revision
+from orderflow.web.context import Context
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+def readyz(ctx: Context) -> dict[str, Any] | JSONResponse:
+    try:
+        with ctx.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current = current_revision(ctx.db.engine)
+    except Exception as exc:
+        return JSONResponse({"status": "unavailable", "reason": str(exc)[:200]}, status_code=503)
+    if current != head_revision():
+        reason = f"schema at {current}, need {head_revision()}"
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return {"status": "ready", "schema": current}

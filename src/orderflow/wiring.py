@@ -1,0 +1,70 @@
+"""Build the outside-world adapters and the step handlers from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orderflow.config import Settings
+from orderflow.notifications.mailer import Mailer
+from orderflow.notifications.steps import NotifyStep
+from orderflow.payments.paydesk import PaydeskClient
+from orderflow.payments.steps import ChargeStep, RefundStep
+from orderflow.shipping.bobs_post import BobsPostClient
+from orderflow.shipping.steps import BookStep, CancelShipmentStep, TrackStep
+from orderflow.tasks.retry import RetryPolicy
+from orderflow.tasks.step import Step
+
+
+class MissingSetting(Exception):
+    pass
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise MissingSetting(f"{name} is not set: the worker needs it to reach the outside world")
+    return value
+
+
+@dataclass
+class Adapters:
+    paydesk: PaydeskClient
+    carrier: BobsPostClient
+    mailer: Mailer
+
+    def close(self) -> None:
+        self.paydesk.close()
+        self.carrier.close()
+
+
+def build_adapters(settings: Settings) -> Adapters:
+    timeout = settings.http_timeout_seconds
+    return Adapters(
+        paydesk=PaydeskClient(
+            _required(settings.paydesk_url, "ORDERFLOW_PAYDESK_URL"),
+            settings.paydesk_api_key,
+            timeout,
+        ),
+        carrier=BobsPostClient(
+            _required(settings.bobs_post_url, "ORDERFLOW_BOBS_POST_URL"),
+            settings.bobs_post_api_key,
+            timeout,
+        ),
+        mailer=Mailer(_required(settings.smtp_url, "ORDERFLOW_SMTP_URL"), timeout),
+    )
+
+
+def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
+    poll = settings.tracking_poll_seconds
+    steps: list[Step] = [
+        ChargeStep(adapters.paydesk),
+        RefundStep(adapters.paydesk),
+        BookStep(adapters.carrier, poll),
+        TrackStep(adapters.carrier, poll),
+        CancelShipmentStep(adapters.carrier),
+        NotifyStep(adapters.mailer, settings.mail_from),
+    ]
+    return {step.kind: step for step in steps}
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
