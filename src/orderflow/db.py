@@ -82,7 +82,9 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any], k
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
-    return bool(session.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: an ORM-enabled INSERT on psycopg reports rowcount -1.
+    column = model.__table__.c[key]
+    return session.execute(stmt.returning(column)).first() is not None
 
 
 class Database:

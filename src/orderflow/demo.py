@@ -202,7 +202,7 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
             [
                 "",
                 "orderflow demo is running.",
-                f"  console:      {api_url}/console  (admin token below)",
+                f"  console:      {api_url}/console/login?token={token}",
                 f"  API:          {api_url}/api/v1   (OpenAPI: {api_url}/docs)",
                 f"  admin token:  {token}",
                 f"  database:     {settings.database_url}",

@@ -81,6 +81,7 @@ class NotifyStep:
     def complete(self, session: Session, task: ClaimedTask, mail: Mail) -> None:
         order_id = task.order_id
         assert order_id is not None
+        status = service.lock(session, order_id)
         session.add(
             Notification(
                 order_id=order_id,
@@ -100,11 +101,15 @@ class NotifyStep:
         )
         if mail.milestone == "shipped":
             # The carrier may already have delivered; the order waited for this e-mail.
-            shipment = session.scalar(select(Shipment).where(Shipment.order_id == order_id))
+            shipment = session.scalar(
+                select(Shipment)
+                .where(Shipment.order_id == order_id)
+                .execution_options(populate_existing=True)
+            )
             if (
                 shipment is not None
                 and shipment.status == ShipmentStatus.DELIVERED
-                and service.status_of(session, order_id) == OrderStatus.SHIPPED
+                and status == OrderStatus.SHIPPED
             ):
                 service.move(
                     session,

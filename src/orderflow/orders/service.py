@@ -178,6 +178,16 @@ def move(
     return current
 
 
+def lock(session: Session, order_id: int) -> OrderStatus:
+    """Take the order's row lock until the transaction ends, and return its status.
+
+    The order row is the one lock for everything about an order (its payment, shipment and
+    e-mails too): take it before reading anything a decision depends on, so two concurrent
+    transactions (a webhook and a worker, say) never both act on what the other is changing.
+    """
+    return OrderStatus(chain.lock_head(session, order_id).status)
+
+
 def status_of(session: Session, order_id: int) -> OrderStatus:
     return OrderStatus(
         session.execute(select(Order.status).where(Order.id == order_id)).scalar_one()

@@ -75,11 +75,11 @@ class ChargeStep:
     ) -> None:
         order_id = task.order_id
         assert order_id is not None
-        order = session.get(Order, order_id)
-        assert order is not None
         if result is None:
             return  # reconciliation found no charge: nothing to undo
-        still_placed = service.status_of(session, order_id) == OrderStatus.PLACED
+        still_placed = service.lock(session, order_id) == OrderStatus.PLACED
+        order = session.get(Order, order_id)
+        assert order is not None
         if isinstance(result, Declined):
             session.add(
                 Payment(
@@ -181,6 +181,7 @@ class RefundStep:
     ) -> None:
         work, refunded = result
         assert task.order_id is not None
+        service.lock(session, task.order_id)
         order = session.get(Order, task.order_id)
         assert order is not None
         session.add(

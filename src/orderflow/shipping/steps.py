@@ -17,7 +17,7 @@ from orderflow.orders.status import OrderStatus
 from orderflow.shipping import tracking
 from orderflow.shipping.bobs_post import CARRIER, BobsPostClient, Booking, ShipmentState
 from orderflow.shipping.models import Shipment
-from orderflow.shipping.vocabulary import FINAL, ShipmentStatus, translate
+from orderflow.shipping.vocabulary import FINAL, ShipmentStatus
 from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
 from orderflow.tasks.step import Reschedule
@@ -44,6 +44,15 @@ def booking_request(order: Order) -> dict[str, Any]:
         ],
         "service": "standard",
     }
+
+
+def _shipment_of(session: Session, order_id: int) -> Shipment | None:
+    """The order's shipment as committed now (call with the order locked)."""
+    return session.scalar(
+        select(Shipment)
+        .where(Shipment.order_id == order_id)
+        .execution_options(populate_existing=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -95,13 +104,16 @@ class BookStep:
         assert order_id is not None
         if result is None:
             return
+        status = service.lock(session, order_id)
         shipment = Shipment(
             order_id=order_id,
             carrier=CARRIER,
             carrier_shipment_id=result.shipment_id,
             tracking_number=result.tracking_number,
-            carrier_status=result.status,
-            status=translate(CARRIER, result.status) or ShipmentStatus.BOOKED,
+            # Recorded as booked; anything further the answer showed (a booking found by
+            # reference after an ambiguous failure may have moved on) is applied below.
+            carrier_status="booked",
+            status=ShipmentStatus.BOOKED,
         )
         session.add(shipment)
         session.flush()
@@ -110,7 +122,7 @@ class BookStep:
             "shipment_id": result.shipment_id,
             "tracking_number": result.tracking_number,
         }
-        if service.status_of(session, order_id) != OrderStatus.PAID:
+        if status != OrderStatus.PAID:
             # Cancelled while the booking was in flight: undo the booking.
             chain.record(
                 session,
@@ -129,10 +141,18 @@ class BookStep:
             action="shipment.booked",
             details=details,
         )
-        workflow.track(session, order_id, after(self.poll_seconds))
-        tracking.replay_unmatched(
-            session, shipment, actor="carrier", next_poll_at=after(self.poll_seconds)
-        )
+        next_poll = after(self.poll_seconds)
+        workflow.track(session, order_id, next_poll)
+        if result.status != "booked":
+            tracking.apply(
+                session,
+                shipment,
+                result.status,
+                actor=ACTOR,
+                next_poll_at=next_poll,
+                details={"source": "booking", "shipment_id": result.shipment_id},
+            )
+        tracking.replay_unmatched(session, shipment, actor="carrier", next_poll_at=next_poll)
 
 
 @dataclass(frozen=True)
@@ -179,7 +199,8 @@ class TrackStep:
                 actor="worker:tracking",
                 next_poll_at=next_poll,
             )
-        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
+        assert task.order_id is not None
+        shipment = _shipment_of(session, task.order_id)
         assert shipment is not None
         if ShipmentStatus(shipment.status) in FINAL:
             return None
@@ -202,8 +223,10 @@ class CancelShipmentStep:
         return self.carrier.cancel(shipment_id)
 
     def complete(self, session: Session, task: ClaimedTask, result: Booking) -> None:
-        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
-        assert shipment is not None and task.order_id is not None
+        assert task.order_id is not None
+        service.lock(session, task.order_id)
+        shipment = _shipment_of(session, task.order_id)
+        assert shipment is not None
         shipment.status = ShipmentStatus.CANCELLED
         shipment.carrier_status = result.status
         shipment.updated_at = now()

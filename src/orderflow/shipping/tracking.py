@@ -62,9 +62,17 @@ def observe(
     )
     if not stored:
         return "duplicate"
-    shipment = session.scalar(
-        select(Shipment).where(Shipment.carrier_shipment_id == carrier_shipment_id)
+    order_id = session.scalar(
+        select(Shipment.order_id).where(Shipment.carrier_shipment_id == carrier_shipment_id)
     )
+    shipment = None
+    if order_id is not None:
+        service.lock(session, order_id)  # then read the shipment as it is now
+        shipment = session.scalar(
+            select(Shipment)
+            .where(Shipment.order_id == order_id)
+            .execution_options(populate_existing=True)
+        )
     if shipment is None:
         outcome = "unmatched"  # booked, but our booking step has not committed yet: kept
     else:
@@ -163,8 +171,8 @@ def shipped_email_sent(session: Session, order_id: int) -> bool:
 def advance_order(
     session: Session, order_id: int, new: ShipmentStatus, *, actor: str, details: dict[str, Any]
 ) -> None:
-    """Move the order as far as this shipment status allows, never backwards."""
-    current = service.status_of(session, order_id)
+    """Move the order as far as this shipment status allows, never backwards (order locked)."""
+    current = service.lock(session, order_id)
     target = ORDER_STATUS[new]
     moved = False
     if current == OrderStatus.SCHEDULED and target in (OrderStatus.SHIPPED, OrderStatus.DELIVERED):

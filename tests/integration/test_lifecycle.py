@@ -1,0 +1,34 @@
+"""An order's whole life against the simulators, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from tests.support.stack import Stack
+
+
+def test_order_goes_from_placed_to_delivered_with_one_charge_booking_and_email(
+    stack: Stack,
+) -> None:
+    """The happy path: charged once, booked once, one "shipped" e-mail, then delivered."""
+    customer = stack.customer()
+    stack.product("WIDGET", stock=10)
+    order = stack.place(customer, [("WIDGET", 2)])
+    assert order["status"] == "placed"
+
+    done = stack.work_until_status(order["id"], "delivered")
+
+    assert [h["to"] for h in done["history"] if h["to"]] == [
+        "paid",
+        "scheduled",
+        "shipped",
+        "delivered",
+    ]
+    assert done["payment"]["status"] == "succeeded"
+    assert done["shipment"]["tracking_number"]
+    assert [n["kind"] for n in done["notifications"]] == ["shipped"]
+    ref = order["reference"]
+    assert stack.outside.paydesk_stats()["charges_by_order_reference"] == {ref: 1}
+    assert stack.outside.carrier_stats()["bookings_by_reference"] == {ref: 1}
+    mails = stack.outside.mail.messages()
+    assert len(mails) == 1
+    assert ref in mails[0].subject and "shipped" in mails[0].subject
+    assert done["shipment"]["tracking_number"] in mails[0].body
