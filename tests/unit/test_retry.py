@@ -1,0 +1,33 @@
+"""Backoff: exponential, capped, jittered, and never sooner than Retry-After asks."""
+
+from __future__ import annotations
+
+from orderflow.tasks.retry import RetryPolicy
+
+POLICY = RetryPolicy(base_seconds=1.0, max_seconds=60.0, jitter=0.5)
+
+
+def test_backoff_doubles_until_the_cap() -> None:
+    """With no jitter drawn, waits are 1, 2, 4, … and stop growing at the cap."""
+    waits = [POLICY.delay(n, rand=lambda: 0.0) for n in range(1, 10)]
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+def test_jitter_stays_within_its_band() -> None:
+    """Jitter only shortens, by at most `jitter` of the backoff."""
+    assert POLICY.delay(3, rand=lambda: 1.0) == 2.0
+    assert POLICY.delay(3, rand=lambda: 0.5) == 3.0
+    for attempt in range(1, 30):
+        assert 0.5 * min(60, 2 ** (attempt - 1)) <= POLICY.delay(attempt) <= 60
+
+
+def test_retry_after_is_honoured_but_capped() -> None:
+    """The server's Retry-After wins over a shorter backoff, up to our own cap."""
+    assert POLICY.delay(1, retry_after=7.0, rand=lambda: 0.0) == 7.0
+    assert POLICY.delay(8, retry_after=7.0, rand=lambda: 0.0) == 60.0
+    assert POLICY.delay(1, retry_after=10_000.0, rand=lambda: 0.0) == 60.0
+
+
+def test_a_very_long_outage_does_not_overflow() -> None:
+    """Attempt 10,000 still yields the cap, not an overflow."""
+    assert POLICY.delay(10_000, rand=lambda: 0.0) == 60.0
