@@ -120,8 +120,7 @@ def serve(host: str, port: int, migrate_first: bool) -> None:
 @_friendly
 def worker(migrate_first: bool, name: str | None) -> None:
     """The workers: claim due work, call the outside world, record what happened."""
-    from orderflow.tasks.worker import Worker
-    from orderflow.wiring import build_adapters, build_steps, retry_policy
+    from orderflow.wiring import build_adapters, build_worker
 
     logs.configure(json=True)
     settings = _settings()
@@ -135,16 +134,7 @@ def worker(migrate_first: bool, name: str | None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    Worker(
-        db,
-        build_steps(settings, adapters),
-        retry=retry_policy(settings),
-        lease_seconds=settings.lease_seconds,
-        batch_size=settings.worker_batch_size,
-        concurrency=settings.worker_concurrency,
-        idle_seconds=settings.worker_idle_seconds,
-        name=name,
-    ).run(stop)
+    build_worker(settings, db, adapters, name).run(stop)
     adapters.close()
     db.dispose()
 

@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(10.0, gt=0)
     webhook_tolerance_seconds: float = Field(300.0, gt=0)
 
+    # Dependency health: the breaker opens after this many consecutive failed calls, then lets
+    # one probe through this often; pacing is shared by all workers (Bob's Post allows 50/s,
+    # and a retried booking may cost two requests, hence the headroom).
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_probe_seconds: float = Field(30.0, gt=0)
+    bobs_post_rate_limit: float = Field(40.0, gt=0)
+    paydesk_rate_limit: float = Field(80.0, gt=0)
+    # A parcel not collected this long after booking (or not delivered this long after
+    # collection) stops being polled and becomes a dead letter for people to look at.
+    collection_deadline_seconds: float = Field(3 * 86400.0, gt=0)
+    delivery_deadline_seconds: float = Field(30 * 86400.0, gt=0)
+
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)

@@ -19,9 +19,8 @@ from orderflow.migrate import upgrade
 from orderflow.serving import BackgroundServer
 from orderflow.simulators import bobs_post, paydesk
 from orderflow.simulators.mailsink import MailSink
-from orderflow.tasks.worker import Worker
 from orderflow.web.app import create_app
-from orderflow.wiring import build_adapters, build_steps, retry_policy
+from orderflow.wiring import build_adapters, build_worker
 
 CUSTOMERS: list[dict[str, Any]] = [
     {
@@ -183,16 +182,7 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
     upgrade(db.engine)
     seed(db)
     adapters = build_adapters(settings)
-    worker = Worker(
-        db,
-        build_steps(settings, adapters),
-        retry=retry_policy(settings),
-        lease_seconds=settings.lease_seconds,
-        batch_size=settings.worker_batch_size,
-        concurrency=settings.worker_concurrency,
-        idle_seconds=settings.worker_idle_seconds,
-        name="demo-worker",
-    )
+    worker = build_worker(settings, db, adapters, name="demo-worker")
     stop = threading.Event()
     worker_thread = threading.Thread(target=worker.run, args=(stop,), name="orderflow-worker")
     worker_thread.start()

@@ -3,6 +3,7 @@
 from orderflow.audit.models import AuditEntry
 from orderflow.catalog.models import Customer, Product
 from orderflow.db import Base
+from orderflow.dependencies.models import Dependency
 from orderflow.notifications.models import Notification
 from orderflow.orders.models import Order, OrderLine
 from orderflow.outbox import OutboxEvent
@@ -16,6 +17,7 @@ __all__ = [
     "AuditEntry",
     "CarrierEvent",
     "Customer",
+    "Dependency",
     "Notification",
     "Order",
     "OrderLine",

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orderflow.config import Settings
+from orderflow.db import Database
+from orderflow.dependencies import health
+from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.notifications.mailer import Mailer
 from orderflow.notifications.steps import NotifyStep
 from orderflow.payments.paydesk import PaydeskClient
@@ -13,6 +16,7 @@ from orderflow.shipping.bobs_post import BobsPostClient
 from orderflow.shipping.steps import BookStep, CancelShipmentStep, TrackStep
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.step import Step
+from orderflow.tasks.worker import Worker
 
 
 class MissingSetting(Exception):
@@ -59,7 +63,12 @@ def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
         ChargeStep(adapters.paydesk),
         RefundStep(adapters.paydesk),
         BookStep(adapters.carrier, poll),
-        TrackStep(adapters.carrier, poll),
+        TrackStep(
+            adapters.carrier,
+            poll,
+            settings.collection_deadline_seconds,
+            settings.delivery_deadline_seconds,
+        ),
         CancelShipmentStep(adapters.carrier),
         NotifyStep(adapters.mailer, settings.mail_from),
     ]
@@ -68,3 +77,38 @@ def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
 
 def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+
+
+def dependency_policies(settings: Settings) -> dict[str, DependencyPolicy]:
+    def policy(name: str, rate: float | None) -> DependencyPolicy:
+        return DependencyPolicy(
+            name=name,
+            failure_threshold=settings.breaker_failure_threshold,
+            probe_seconds=settings.breaker_probe_seconds,
+            rate_per_second=rate,
+        )
+
+    return {
+        "paydesk": policy("paydesk", settings.paydesk_rate_limit),
+        "bobs_post": policy("bobs_post", settings.bobs_post_rate_limit),
+        "smtp": policy("smtp", None),
+    }
+
+
+def build_worker(
+    settings: Settings, db: Database, adapters: Adapters, name: str | None = None
+) -> Worker:
+    policies = dependency_policies(settings)
+    with db.transaction() as session:
+        health.ensure(session, list(policies))
+    return Worker(
+        db,
+        build_steps(settings, adapters),
+        retry=retry_policy(settings),
+        lease_seconds=settings.lease_seconds,
+        batch_size=settings.worker_batch_size,
+        concurrency=settings.worker_concurrency,
+        idle_seconds=settings.worker_idle_seconds,
+        name=name,
+        dependencies=policies,
+    )

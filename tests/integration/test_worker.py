@@ -27,6 +27,7 @@ class Probe:
     """A step whose perform does what the payload says; complete leaves a row behind."""
 
     kind = "probe"
+    dependency = None
 
     def __init__(self) -> None:
         self.release = threading.Event()

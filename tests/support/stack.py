@@ -16,7 +16,7 @@ from orderflow.db import Database
 from orderflow.serving import BackgroundServer
 from orderflow.tasks.worker import Worker
 from orderflow.web.app import create_app
-from orderflow.wiring import Adapters, build_adapters, build_steps, retry_policy
+from orderflow.wiring import Adapters, build_adapters, build_worker
 from tests.support.outside import Outside, start_outside
 
 FAST = {
@@ -134,16 +134,7 @@ def start_stack(database_url: str, **overrides: Any) -> Iterator[Stack]:
     server = BackgroundServer(create_app(settings, db, mailbox=outside.mail)).start()
     outside.carrier_switches(webhook_url=f"{server.url}/webhooks/bobs-post")
     adapters = build_adapters(settings)
-    worker = Worker(
-        db,
-        build_steps(settings, adapters),
-        retry=retry_policy(settings),
-        lease_seconds=settings.lease_seconds,
-        batch_size=settings.worker_batch_size,
-        concurrency=settings.worker_concurrency,
-        idle_seconds=settings.worker_idle_seconds,
-        name="test-worker",
-    )
+    worker = build_worker(settings, db, adapters, name="test-worker")
     api = httpx.Client(
         base_url=f"{server.url}/api/v1",
         headers={"Authorization": "Bearer test-token"},

@@ -31,3 +31,34 @@ def test_retry_after_is_honoured_but_capped() -> None:
 def test_a_very_long_outage_does_not_overflow() -> None:
     """Attempt 10,000 still yields the cap, not an overflow."""
     assert POLICY.delay(10_000, rand=lambda: 0.0) == 60.0
+
+
+def test_pacing_halves_on_429_and_recovers_a_tenth_per_second() -> None:
+    """AIMD: each 429 halves the shared pace (down to a floor); it climbs back 10 %/s."""
+    from datetime import UTC, datetime, timedelta
+
+    from orderflow.dependencies.policy import MIN_RATE_FACTOR, recovered, slowed
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert slowed(1.0) == 0.5
+    assert slowed(MIN_RATE_FACTOR) == MIN_RATE_FACTOR
+    assert recovered(0.5, t0, t0 + timedelta(seconds=0.5)) == 0.5
+    assert recovered(0.5, t0, t0 + timedelta(seconds=3)) == 0.8
+    assert recovered(0.5, t0, t0 + timedelta(seconds=60)) == 1.0
+
+
+def test_allowance_is_one_second_of_the_pace_and_respects_a_block() -> None:
+    """At 10/s, ten may start now; after a 429 with Retry-After 2, none until 2 s later."""
+    from datetime import UTC, datetime, timedelta
+
+    from orderflow.dependencies.policy import DependencyPolicy, allowance, blocked_until
+
+    policy = DependencyPolicy(
+        "bobs_post", failure_threshold=5, probe_seconds=30, rate_per_second=10
+    )
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert allowance(policy, None, t0) == 10
+    assert allowance(policy, None, t0, factor=0.5) == 5
+    blocked = blocked_until(t0, 2.0)
+    assert allowance(policy, blocked, t0 + timedelta(seconds=1.9)) == 0
+    assert allowance(policy, blocked, t0 + timedelta(seconds=2.5)) == 5

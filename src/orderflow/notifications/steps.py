@@ -31,6 +31,7 @@ class Mail:
 
 class NotifyStep:
     kind = workflow.NOTIFY
+    dependency = workflow.DEPENDENCY_OF[kind]
 
     def __init__(self, mailer: Mailer, mail_from: str) -> None:
         self.mailer = mailer

@@ -8,9 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.audit.models import AuditEntry
+from orderflow.dependencies import health
+from orderflow.dependencies.queries import waiting_for
 from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
 from orderflow.orders.models import Order
+from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
 from orderflow.tasks.models import Task, TaskStatus
@@ -52,6 +55,12 @@ def order_view(session: Session, order_id: int) -> dict[str, Any]:
         .where(Task.order_id == order_id, Task.status != TaskStatus.DONE)
         .order_by(Task.id)
     ).all()
+    dependencies = health.states(session) if open_work else {}
+    waits = {
+        t.id: waiting_for(dependencies.get(DEPENDENCY_OF.get(t.kind, "")))
+        for t in open_work
+        if t.status != TaskStatus.DEAD
+    }
     return {
         **summary(order),
         "lines": [
@@ -98,9 +107,11 @@ def order_view(session: Session, order_id: int) -> dict[str, Any]:
                 "next_attempt_at": _iso(t.run_at) if t.status == TaskStatus.READY else None,
                 "last_error": t.last_error,
                 "error_class": t.error_class,
+                "waiting_for": waits.get(t.id),
             }
             for t in open_work
         ],
+        "waiting": next((w for w in waits.values() if w is not None), None),
         "history": [
             {
                 "seq": e.seq,

@@ -20,6 +20,16 @@ CANCEL_SHIPMENT = "cancel_shipment"
 TRACK = "track"
 NOTIFY = "notify"
 
+# The outside service each step calls: its health gates the step's tasks.
+DEPENDENCY_OF = {
+    CHARGE: "paydesk",
+    REFUND: "paydesk",
+    BOOK: "bobs_post",
+    CANCEL_SHIPMENT: "bobs_post",
+    TRACK: "bobs_post",
+    NOTIFY: "smtp",
+}
+
 
 def key(order_id: int, step: str, detail: str | None = None) -> str:
     base = f"{order_reference(order_id)}:{step}"

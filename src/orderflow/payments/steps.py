@@ -33,6 +33,7 @@ class ChargeWork:
 
 class ChargeStep:
     kind = workflow.CHARGE
+    dependency = workflow.DEPENDENCY_OF[kind]
 
     def __init__(self, paydesk: PaydeskClient) -> None:
         self.paydesk = paydesk
@@ -151,6 +152,7 @@ class RefundWork:
 
 class RefundStep:
     kind = workflow.REFUND
+    dependency = workflow.DEPENDENCY_OF[kind]
 
     def __init__(self, paydesk: PaydeskClient) -> None:
         self.paydesk = paydesk

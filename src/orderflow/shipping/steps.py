@@ -19,6 +19,7 @@ from orderflow.shipping.bobs_post import CARRIER, BobsPostClient, Booking, Shipm
 from orderflow.shipping.models import Shipment
 from orderflow.shipping.vocabulary import FINAL, ShipmentStatus
 from orderflow.tasks import queue
+from orderflow.tasks.errors import PermanentError
 from orderflow.tasks.queue import ClaimedTask
 from orderflow.tasks.step import Reschedule
 
@@ -66,6 +67,7 @@ class BookWork:
 
 class BookStep:
     kind = workflow.BOOK
+    dependency = workflow.DEPENDENCY_OF[kind]
 
     def __init__(self, carrier: BobsPostClient, poll_seconds: float) -> None:
         self.carrier = carrier
@@ -165,18 +167,42 @@ class TrackStep:
     """Poll a shipment whose webhooks are overdue (webhooks get lost; polling never does)."""
 
     kind = workflow.TRACK
+    dependency = workflow.DEPENDENCY_OF[kind]
 
-    def __init__(self, carrier: BobsPostClient, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        carrier: BobsPostClient,
+        poll_seconds: float,
+        collection_deadline: float = 3 * 86400.0,
+        delivery_deadline: float = 30 * 86400.0,
+    ) -> None:
         self.carrier = carrier
         self.poll_seconds = poll_seconds
+        self.collection_deadline = timedelta(seconds=collection_deadline)
+        self.delivery_deadline = timedelta(seconds=delivery_deadline)
 
     def prepare(self, session: Session, task: ClaimedTask) -> TrackWork | None:
         shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
         if shipment is None or ShipmentStatus(shipment.status) in FINAL:
             return None
+        self._check_deadlines(shipment)
         order = session.get(Order, shipment.order_id)
         assert order is not None
         return TrackWork(shipment_id=shipment.carrier_shipment_id, reference=order.reference)
+
+    def _check_deadlines(self, shipment: Shipment) -> None:
+        """Polling is bounded: an overdue parcel becomes a dead letter for people to chase."""
+        age = now() - shipment.booked_at
+        if shipment.status == ShipmentStatus.BOOKED and age > self.collection_deadline:
+            raise PermanentError(
+                f"not collected within {self.collection_deadline} of booking "
+                f"(booked {shipment.booked_at:%Y-%m-%d %H:%M} UTC): ask Bob's Post"
+            )
+        if age > self.collection_deadline + self.delivery_deadline:
+            raise PermanentError(
+                f"not delivered within {self.collection_deadline + self.delivery_deadline} "
+                f"of booking (last status {shipment.carrier_status}): ask Bob's Post"
+            )
 
     def perform(self, work: TrackWork) -> tuple[TrackWork, ShipmentState]:
         return work, self.carrier.get(work.shipment_id)
@@ -209,6 +235,7 @@ class TrackStep:
 
 class CancelShipmentStep:
     kind = workflow.CANCEL_SHIPMENT
+    dependency = workflow.DEPENDENCY_OF[kind]
 
     def __init__(self, carrier: BobsPostClient) -> None:
         self.carrier = carrier

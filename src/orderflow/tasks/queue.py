@@ -7,6 +7,7 @@ slow, or presumed dead) can never overwrite the work of the worker that took ove
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,17 +55,26 @@ def enqueue(
     insert_ignore(session, Task, values, "key")
 
 
-def claim(session: Session, *, token: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
-    """Take up to `limit` due tasks (and tasks whose lease expired) in one statement."""
+def claim(
+    session: Session,
+    *,
+    token: str,
+    limit: int,
+    lease_seconds: float,
+    kinds: Collection[str] | None = None,
+) -> list[ClaimedTask]:
+    """Take up to `limit` due tasks (and tasks whose lease expired) in one statement.
+
+    Oldest due first. `kinds` restricts the claim to some steps (those of one dependency).
+    """
     at = now()
+    claimable = or_(
+        and_(Task.status == TaskStatus.READY, Task.run_at <= at),
+        and_(Task.status == TaskStatus.RUNNING, Task.lease_until < at),
+    )
     due = (
         select(Task.id)
-        .where(
-            or_(
-                and_(Task.status == TaskStatus.READY, Task.run_at <= at),
-                and_(Task.status == TaskStatus.RUNNING, Task.lease_until < at),
-            )
-        )
+        .where(claimable if kinds is None else and_(claimable, Task.kind.in_(kinds)))
         .order_by(Task.run_at, Task.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write lock serializes claims

@@ -25,7 +25,13 @@ class Reschedule:
 
 
 class Step(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str:
+        """The task kind this step handles."""
+
+    @property
+    def dependency(self) -> str | None:
+        """The outside service `perform` calls; its health gates the claiming of these tasks."""
 
     def prepare(self, session: Session, task: ClaimedTask) -> Any | None:
         """Read what `perform` needs. None means there is nothing to do: the task is done."""

@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session
 
 from orderflow.clock import now
 from orderflow.db import Database
+from orderflow.dependencies import health
+from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.tasks import queue
 from orderflow.tasks.errors import ErrorClass, StepError, TransientError, classify, describe
 from orderflow.tasks.queue import ClaimedTask
@@ -60,9 +62,17 @@ class Worker:
         concurrency: int = 16,
         idle_seconds: float = 0.5,
         name: str | None = None,
+        dependencies: Mapping[str, DependencyPolicy] | None = None,
     ) -> None:
         self.db = db
         self.steps = steps
+        self.dependencies = dict(dependencies or {})
+        # Claim groups: the kinds of each dependency (None: steps calling nothing outside).
+        groups: dict[str | None, list[str]] = {}
+        for kind, step in steps.items():
+            dependency = step.dependency if step.dependency in self.dependencies else None
+            groups.setdefault(dependency, []).append(kind)
+        self._groups = list(groups.items())
         self.retry = retry
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
@@ -90,9 +100,7 @@ class Worker:
         self._batches += 1
         token = f"{self.name}/{self._batches}"
         with self.db.transaction() as session:
-            claimed = queue.claim(
-                session, token=token, limit=self.batch_size, lease_seconds=self.lease_seconds
-            )
+            claimed = self._claim(session, token)
         if not claimed:
             return 0
         runs = [_Run(task) for task in claimed]
@@ -103,7 +111,63 @@ class Worker:
         with self.db.transaction() as session:
             for run in runs:
                 self._commit(session, run)
+            self._report_health(session, runs)
         return len(runs)
+
+    def _claim(self, session: Session, token: str) -> list[ClaimedTask]:
+        """Claim per dependency: none while its breaker is open (but a probe), paced at its rate."""
+        claimed: list[ClaimedTask] = []
+        # Rotate which group goes first, so one busy dependency cannot starve the others.
+        start = self._batches % len(self._groups) if self._groups else 0
+        for dependency, kinds in self._groups[start:] + self._groups[:start]:
+            remaining = self.batch_size - len(claimed)
+            if remaining <= 0:
+                break
+            policy = self.dependencies.get(dependency) if dependency else None
+            limit = remaining if policy is None else health.budget(session, policy, remaining).limit
+            if limit == 0:
+                continue
+            got = queue.claim(
+                session, token=token, limit=limit, lease_seconds=self.lease_seconds, kinds=kinds
+            )
+            if policy is not None:
+                health.consume(session, policy, len(got))
+            claimed.extend(got)
+        return claimed
+
+    def _report_health(self, session: Session, runs: list[_Run]) -> None:
+        """What this batch learnt about each dependency: up, down, or asking us to slow down."""
+        seen: dict[str, list[_Run]] = {}
+        for run in runs:
+            step = self.steps.get(run.task.kind)
+            called = run.work is not None and run.work is not _NOTHING
+            if step is not None and step.dependency in self.dependencies and called:
+                seen.setdefault(str(step.dependency), []).append(run)
+        for name, batch in seen.items():
+            policy = self.dependencies[name]
+            answered = [r for r in batch if _answered(r.error)]
+            throttled = [
+                r.error
+                for r in batch
+                if isinstance(r.error, TransientError) and r.error.http_status == 429
+            ]
+            down = [
+                r.error
+                for r in batch
+                if r.error is not None
+                and not _answered(r.error)
+                and classify(r.error) is ErrorClass.TRANSIENT
+                and r.error not in throttled
+            ]
+            if answered:
+                health.record_success(session, name, throttled=bool(throttled))
+            elif down:
+                health.record_failure(session, policy, describe(down[-1]))
+            if throttled:
+                retry_after = max(
+                    (e.retry_after or 0.0) for e in throttled if isinstance(e, TransientError)
+                )
+                health.throttle(session, policy, retry_after or None)
 
     def _step(self, task: ClaimedTask) -> Step:
         step = self.steps.get(task.kind)
@@ -184,6 +248,11 @@ class Worker:
             http_status=error.http_status if isinstance(error, StepError) else None,
             error=describe(error) if error is not None else None,
         )
+
+
+def _answered(error: BaseException | None) -> bool:
+    """The dependency is up if it answered: success, or a definite (permanent) refusal."""
+    return error is None or classify(error) is ErrorClass.PERMANENT
 
 
 class _LeaseLost(Exception):

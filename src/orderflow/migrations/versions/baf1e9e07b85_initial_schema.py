@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: d69725e073dd
+Revision ID: baf1e9e07b85
 Revises:
-Create Date: 2026-11-22 04:40:18.646321
+Create Date: 2026-11-22 05:09:54.698744
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 
 import orderflow.db
 
-revision: str = "d69725e073dd"
+revision: str = "baf1e9e07b85"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -56,6 +56,21 @@ def upgrade() -> None:
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_customers_email"), ["email"], unique=False)
 
+    op.create_table(
+        "dependencies",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("state_since", orderflow.db.UTCDateTime(), nullable=False),
+        sa.Column("next_probe_at", orderflow.db.UTCDateTime(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_failure_at", orderflow.db.UTCDateTime(), nullable=True),
+        sa.Column("last_success_at", orderflow.db.UTCDateTime(), nullable=True),
+        sa.Column("paced_until", orderflow.db.UTCDateTime(), nullable=True),
+        sa.Column("rate_factor", sa.Float(), nullable=False),
+        sa.Column("rate_changed_at", orderflow.db.UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_dependencies")),
+    )
     op.create_table(
         "products",
         sa.Column("sku", sa.String(length=64), nullable=False),
@@ -293,6 +308,7 @@ def downgrade() -> None:
 
     op.drop_table("orders")
     op.drop_table("products")
+    op.drop_table("dependencies")
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_customers_email"))
 

@@ -1,0 +1,1 @@
+"""Per-dependency health shared by every worker: circuit breaker and rate limit in the database."""
