@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from orderflow import logs
 from orderflow.config import Settings
+from orderflow.deadletters.cli import dead_letters
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,8 +54,14 @@ def _friendly(func: F) -> F:
 
 @click.group()
 @click.version_option(package_name="orderflow")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """orderflow: fault-tolerant order fulfilment."""
+    # Operator commands open the database lazily, with the schema check of serve/worker.
+    ctx.obj = {"open_db": _friendly(lambda: _open_database(_settings(), False, pool_size=2))}
+
+
+main.add_command(dead_letters)
 
 
 @main.command()

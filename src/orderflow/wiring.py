@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from orderflow.config import Settings
 from orderflow.db import Database
+from orderflow.deadletters.steps import RedriveStep
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.notifications.mailer import Mailer
@@ -71,6 +72,7 @@ def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
         ),
         CancelShipmentStep(adapters.carrier),
         NotifyStep(adapters.mailer, settings.mail_from),
+        RedriveStep(),
     ]
     return {step.kind: step for step in steps}
 

@@ -242,3 +242,34 @@ def cancel_order(session: Session, order_id: int, *, actor: str, reason: str) ->
     if previous == OrderStatus.SCHEDULED:
         workflow.cancel_shipment(session, order_id)
     workflow.notify(session, order_id, "cancelled")
+
+
+ADDRESS_CORRECTABLE = frozenset({OrderStatus.PLACED, OrderStatus.PAID})
+
+
+def correct_address(
+    session: Session, order_id: int, address: dict[str, Any], *, actor: str, reason: str
+) -> None:
+    """Fix where the parcel goes, before it is booked. The order keeps its own copy."""
+    if session.get(Order, order_id) is None:
+        raise NotFound(f"no order with id {order_id}")
+    status = lock(session, order_id)
+    if status not in ADDRESS_CORRECTABLE:
+        raise Conflict(
+            f"the order is {status}: the address can only be corrected before booking",
+            code="address_locked",
+        )
+    order = session.get(Order, order_id, populate_existing=True)
+    assert order is not None
+    before = order.ship_to["address"]
+    revision = int(order.ship_to.get("revision", 0)) + 1
+    # A new dict, so the JSON column sees the change.
+    order.ship_to = {**order.ship_to, "address": address, "revision": revision}
+    session.flush()
+    chain.record(
+        session,
+        order_id,
+        actor=actor,
+        action="order.address_corrected",
+        details={"before": before, "after": address, "reason": reason, "revision": revision},
+    )

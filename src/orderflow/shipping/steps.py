@@ -82,8 +82,10 @@ class BookStep:
         paid = order.status == OrderStatus.PAID
         if not paid and task.attempts == 1:
             return None  # cancelled before any attempt could reach the carrier
+        revision = int(order.ship_to.get("revision", 0))
         return BookWork(
-            idempotency_key=task.key,
+            # A corrected address is a different booking request: it gets its own key.
+            idempotency_key=task.key if revision == 0 else f"{task.key}:r{revision}",
             reference=order.reference,
             body=booking_request(order),
             look_first=task.attempts > 1,

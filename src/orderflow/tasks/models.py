@@ -18,6 +18,7 @@ class TaskStatus(StrEnum):
     RUNNING = "running"  # claimed; the lease says until when
     DONE = "done"
     DEAD = "dead"  # a dead letter: needs a person; kept with its evidence
+    DISCARDED = "discarded"  # a dead letter a person gave up on (with a reason); kept
 
 
 class Task(Base):

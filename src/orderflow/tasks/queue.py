@@ -219,3 +219,23 @@ def cancel_ready(session: Session, key: str) -> None:
         .where(Task.key == key, Task.status == TaskStatus.READY)
         .values(status=TaskStatus.DONE, finished_at=now())
     )
+
+
+def redrive(session: Session, task_id: int) -> bool:
+    """A dead letter goes round again, due now. Its attempts count on (reconciliation relies
+    on knowing an earlier attempt may have reached the outside world) and its evidence stays."""
+    result = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == TaskStatus.DEAD)
+        .values(status=TaskStatus.READY, run_at=now(), finished_at=None)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def discard(session: Session, task_id: int) -> bool:
+    result = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == TaskStatus.DEAD)
+        .values(status=TaskStatus.DISCARDED, finished_at=now())
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from orderflow import __version__
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.web import console, errors, health, webhooks
-from orderflow.web.api import catalog, dependencies, orders
+from orderflow.web.api import catalog, dead_letters, dependencies, orders
 from orderflow.web.context import AppContext
 
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     app.include_router(catalog.router, prefix="/api/v1")
     app.include_router(orders.router, prefix="/api/v1")
     app.include_router(dependencies.router, prefix="/api/v1")
+    app.include_router(dead_letters.router, prefix="/api/v1")
     app.include_router(webhooks.router)
     app.include_router(health.router)
     console.install(app)

@@ -11,7 +11,7 @@ from orderflow.errors import Invalid
 from orderflow.orders import queries, service
 from orderflow.orders.service import LineRequest
 from orderflow.orders.status import OrderStatus
-from orderflow.web.api.schemas import CancelIn, OrderIn
+from orderflow.web.api.schemas import CancelIn, OrderIn, OrderPatchIn
 from orderflow.web.context import Admin, Context, ReadSession
 
 router = APIRouter(tags=["orders"])
@@ -78,4 +78,14 @@ def cancel_order(
     reason = body.reason if body else "cancelled by admin"
     with ctx.db.transaction() as session:
         service.cancel_order(session, order_id, actor=actor, reason=reason)
+        return queries.order_view(session, order_id)
+
+
+@router.patch("/orders/{order_id}")
+def correct_order(order_id: int, body: OrderPatchIn, ctx: Context, actor: Admin) -> dict[str, Any]:
+    """Correct the shipping address of an order not yet booked (then redrive its booking)."""
+    with ctx.db.transaction() as session:
+        service.correct_address(
+            session, order_id, body.address.model_dump(), actor=actor, reason=body.reason
+        )
         return queries.order_view(session, order_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -57,3 +58,25 @@ class OrderIn(Strict):
 
 class CancelIn(Strict):
     reason: Annotated[str, StringConstraints(max_length=500)] = "cancelled by admin"
+
+
+class OrderPatchIn(Strict):
+    address: AddressIn
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    ] = "address corrected"
+
+
+class DiscardIn(Strict):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class BulkRedriveIn(Strict):
+    step: str | None = None
+    cause: str | None = None
+    dependency: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    dry_run: bool = False
+    batch: int = Field(100, ge=1, le=1000)
+    pace_seconds: float = Field(1.0, ge=0, le=3600)

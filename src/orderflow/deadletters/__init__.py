@@ -1,0 +1,1 @@
+"""Dead letters: work that needs a person. Inspect, group by cause, redrive, or discard."""
