@@ -32,25 +32,14 @@ pytestmark = pytest.mark.e2e
 
 DONE = {"shipped", "delivered"}
 REFERENCE = re.compile(r"ORD-\d+")
-DEADLOCK_BUG = (
-    "known product bug (src/orderflow/tasks/worker.py): concurrent workers' batch commits lock "
-    "order rows (and dependency-health rows) in inconsistent orders, so PostgreSQL aborts one "
-    "with DeadlockDetected; the worker then dead-letters the task as poison (Worker._commit) or "
-    "rolls back a whole batch whose outside effects were already performed"
-)
 
 
 @contextmanager
-def excused_only_by_the_deadlock_bug(group: ProcessGroup) -> Iterator[None]:
-    """A failing check is an expected failure only when the processes logged that deadlock;
-    any other failure fails, and a run the deadlock spared must pass every check."""
-    try:
-        yield
-    except AssertionError as exc:
-        deadlocks = group.deadlocks()
-        if deadlocks:
-            pytest.xfail(f"{DEADLOCK_BUG}; deadlocks logged {dict(deadlocks)}; failed: {exc}")
-        raise
+def without_deadlocks(group: ProcessGroup) -> Iterator[None]:
+    """After the block: no process logged a PostgreSQL deadlock (workers lock in one order)."""
+    yield
+    deadlocks = group.deadlocks()
+    assert not deadlocks, f"deadlocks logged: {dict(deadlocks)}"
 
 
 @dataclass
@@ -249,7 +238,7 @@ def test_200_orders_through_serve_and_two_workers_on_postgresql(
     own_pg_url: str, processes: ProcessGroup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """200 orders through serve + 2 worker processes on PostgreSQL: all ship, each effect once."""
-    with e2e_stack(processes, own_pg_url) as stack, excused_only_by_the_deadlock_bug(processes):
+    with e2e_stack(processes, own_pg_url) as stack, without_deadlocks(processes):
         throughput_run(
             stack, capsys, orders=200, workers=["w1", "w2"], timeout=120, label="postgresql"
         )
@@ -272,7 +261,7 @@ def test_kill_9_workers_mid_batch_loses_nothing_and_repeats_nothing(
     """Workers killed -9 while holding leased work: every order still ships, each effect once."""
     stock = {"E2E-MUG": 10_000, "E2E-TEA": 10_000}
     rng = random.Random(2024)
-    with e2e_stack(processes, own_pg_url) as stack, excused_only_by_the_deadlock_bug(processes):
+    with e2e_stack(processes, own_pg_url) as stack, without_deadlocks(processes):
         stack.start_outside_and_serve()
         stack.start_worker("steady", wait=False)
         customers = arrange(stack, 10, stock)
@@ -342,7 +331,7 @@ def test_sigterm_stops_a_worker_cleanly_and_releases_its_work(
 ) -> None:
     """SIGTERM mid-batch: the worker exits 0 within seconds, holding no lease; work goes on."""
     stock = {"E2E-MUG": 1_000}
-    with e2e_stack(processes, own_pg_url) as stack, excused_only_by_the_deadlock_bug(processes):
+    with e2e_stack(processes, own_pg_url) as stack, without_deadlocks(processes):
         stack.start_outside_and_serve()
         customers = arrange(stack, 5, stock)
         stack.paydesk_switches(ambiguous_rate=1.0, ambiguous_mode="hang", hang_seconds=1.0)

@@ -39,7 +39,7 @@ class RedriveStep:
             )
             if t.id <= progress["up_to_id"]
         ]
-        for dead in batch:
+        for dead in sorted(batch, key=lambda t: (t.order_id or 0, t.id)):  # global lock order
             service.redrive(session, dead.id, actor=progress["actor"])
         progress = {
             **progress,

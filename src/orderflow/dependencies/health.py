@@ -44,6 +44,18 @@ def ensure(session: Session, names: list[str]) -> None:
         )
 
 
+def lock_all(session: Session, names: list[str]) -> None:
+    """Lock these dependencies' rows in name order: callers that touch several rows in one
+    transaction must take them in one global order, or two workers can deadlock."""
+    if names:
+        session.execute(
+            select(Dependency.name)
+            .where(Dependency.name.in_(names))
+            .order_by(Dependency.name)
+            .with_for_update()
+        ).all()
+
+
 @dataclass(frozen=True)
 class Budget:
     """How many tasks of one dependency a worker may claim now."""

@@ -108,15 +108,21 @@ class Worker:
             for run in runs:
                 self._prepare(session, run)
         list(self._pool.map(self._perform, [r for r in runs if r.work is not _NOTHING]))
+        # One global lock order (by order id) for every worker's commit, so two batches that
+        # touch the same orders queue behind each other instead of deadlocking.
+        runs.sort(key=lambda r: (r.task.order_id or 0, r.task.id))
         with self.db.transaction() as session:
             for run in runs:
                 self._commit(session, run)
+        # Advisory, so in its own short transaction: never holds up or rolls back the batch.
+        with self.db.transaction() as session:
             self._report_health(session, runs)
         return len(runs)
 
     def _claim(self, session: Session, token: str) -> list[ClaimedTask]:
         """Claim per dependency: none while its breaker is open (but a probe), paced at its rate."""
         claimed: list[ClaimedTask] = []
+        health.lock_all(session, sorted(self.dependencies))  # one lock order for everyone
         # Rotate which group goes first, so one busy dependency cannot starve the others.
         start = self._batches % len(self._groups) if self._groups else 0
         for dependency, kinds in self._groups[start:] + self._groups[:start]:
@@ -143,7 +149,8 @@ class Worker:
             called = run.work is not None and run.work is not _NOTHING
             if step is not None and step.dependency in self.dependencies and called:
                 seen.setdefault(str(step.dependency), []).append(run)
-        for name, batch in seen.items():
+        health.lock_all(session, sorted(seen))
+        for name, batch in sorted(seen.items()):
             policy = self.dependencies[name]
             answered = [r for r in batch if _answered(r.error)]
             throttled = [
@@ -198,11 +205,23 @@ class Worker:
         except _LeaseLost:
             # Another worker took this task over; its outcome, not ours, will be recorded.
             log.warning("task.lease_lost", task_id=task.id, kind=task.kind, worker=self.name)
-        except Exception as exc:  # the step's own bookkeeping failed: a bug, so poison
-            log.exception("worker.complete_failed", task_id=task.id, kind=task.kind)
+        except Exception as exc:
+            error_class = classify(exc)
             with session.begin_nested():
-                queue.bury(session, task, error_class=ErrorClass.POISON, error=describe(exc))
-                self._attempt(session, run, ErrorClass.POISON, exc)
+                if error_class is ErrorClass.TRANSIENT:
+                    # Our own database hiccuped (a deadlock, a restart): the outside effect
+                    # happened, so come back soon and record it then (idempotently).
+                    log.warning(
+                        "worker.complete_retry",
+                        task_id=task.id,
+                        kind=task.kind,
+                        error=describe(exc),
+                    )
+                    queue.retry(session, task, delay=self.retry.delay(1), error=describe(exc))
+                else:  # the step's own bookkeeping failed: a bug, so poison
+                    log.exception("worker.complete_failed", task_id=task.id, kind=task.kind)
+                    queue.bury(session, task, error_class=error_class, error=describe(exc))
+                self._attempt(session, run, error_class, exc)
 
     def _apply(self, session: Session, run: _Run) -> None:
         task, error = run.task, run.error
