@@ -124,8 +124,14 @@ def serve(host: str, port: int, migrate_first: bool) -> None:
 @main.command()
 @click.option("--migrate", "migrate_first", is_flag=True, help="upgrade the schema first")
 @click.option("--name", default=None, help="worker name in logs and leases")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="serve this worker's Prometheus metrics on 127.0.0.1:PORT",
+)
 @_friendly
-def worker(migrate_first: bool, name: str | None) -> None:
+def worker(migrate_first: bool, name: str | None, metrics_port: int | None) -> None:
     """The workers: claim due work, call the outside world, record what happened."""
     from orderflow.wiring import build_adapters, build_worker
 
@@ -133,6 +139,12 @@ def worker(migrate_first: bool, name: str | None) -> None:
     settings = _settings()
     db = _open_database(settings, migrate_first, pool_size=4)
     adapters = build_adapters(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from orderflow.observability.metrics import registry_for
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=registry_for(None))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:

@@ -12,6 +12,7 @@ from orderflow.audit import chain
 from orderflow.notifications import messages
 from orderflow.notifications.mailer import Mailer
 from orderflow.notifications.models import Notification
+from orderflow.observability.metrics import EMAILS_SENT
 from orderflow.orders import service, workflow
 from orderflow.orders.models import Order
 from orderflow.orders.status import OrderStatus
@@ -77,6 +78,7 @@ class NotifyStep:
 
     def perform(self, mail: Mail) -> Mail:
         self.mailer.send(mail.message)
+        EMAILS_SENT.labels(mail.milestone).inc()
         return mail
 
     def complete(self, session: Session, task: ClaimedTask, mail: Mail) -> None:

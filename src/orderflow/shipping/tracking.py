@@ -17,7 +17,9 @@ from orderflow.audit import chain
 from orderflow.clock import now
 from orderflow.db import insert_ignore
 from orderflow.notifications.models import Notification
+from orderflow.observability.metrics import PLACED_TO_SHIPPED
 from orderflow.orders import service, workflow
+from orderflow.orders.models import Order
 from orderflow.orders.status import OrderStatus
 from orderflow.shipping.models import CarrierEvent, Shipment
 from orderflow.shipping.vocabulary import (
@@ -186,6 +188,9 @@ def advance_order(
         )
         workflow.notify(session, order_id, "shipped")
         current, moved = OrderStatus.SHIPPED, True
+        placed_at = session.scalar(select(Order.created_at).where(Order.id == order_id))
+        if placed_at is not None:
+            PLACED_TO_SHIPPED.observe((now() - placed_at).total_seconds())
     if target == OrderStatus.DELIVERED and current == OrderStatus.SHIPPED:
         if shipped_email_sent(session, order_id):
             service.move(

@@ -29,6 +29,8 @@ from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
+from orderflow.observability.metrics import STEP_SECONDS
+from orderflow.orders.models import order_reference
 from orderflow.tasks import queue
 from orderflow.tasks.errors import ErrorClass, StepError, TransientError, classify, describe
 from orderflow.tasks.queue import ClaimedTask
@@ -226,7 +228,8 @@ class Worker:
     def _apply(self, session: Session, run: _Run) -> None:
         task, error = run.task, run.error
         bind = structlog.contextvars.bound_contextvars
-        with bind(task_id=task.id, kind=task.kind, order_id=task.order_id, attempt=task.attempts):
+        reference = order_reference(task.order_id) if task.order_id else None
+        with bind(task_id=task.id, kind=task.kind, reference=reference, attempt=task.attempts):
             if error is None:
                 outcome = None
                 if run.work is not None:
@@ -257,12 +260,16 @@ class Worker:
         self, session: Session, run: _Run, error_class: ErrorClass | None, error: Any
     ) -> None:
         at = now()
+        started, finished = run.started_at or at, run.finished_at or at
+        STEP_SECONDS.labels(run.task.kind, error_class or "ok").observe(
+            (finished - started).total_seconds()
+        )
         queue.record_attempt(
             session,
             run.task,
             worker=self.name,
-            started_at=run.started_at or at,
-            finished_at=run.finished_at or at,
+            started_at=started,
+            finished_at=finished,
             outcome=error_class or "ok",
             http_status=error.http_status if isinstance(error, StepError) else None,
             error=describe(error) if error is not None else None,

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from orderflow import __version__
 from orderflow.config import Settings
 from orderflow.db import Database
+from orderflow.observability.metrics import registry_for
 from orderflow.web import console, errors, health, webhooks
 from orderflow.web.api import catalog, dead_letters, dependencies, orders
 from orderflow.web.context import AppContext
@@ -21,6 +22,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
         description="Fault-tolerant order fulfilment. Bearer token on /api/v1.",
     )
     app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
+    app.state.metrics = registry_for(db)
     errors.install(app)
     app.include_router(catalog.router, prefix="/api/v1")
     app.include_router(orders.router, prefix="/api/v1")

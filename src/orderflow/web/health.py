@@ -1,11 +1,12 @@
-"""/healthz (the process is up) and /readyz (database reachable, schema current)."""
+"""/healthz (the process is up), /readyz (database reachable, schema current), /metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from orderflow.migrate import current_revision, head_revision
@@ -17,6 +18,13 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz")
 def healthz() -> dict[str, Any]:
     return {"status": "ok"}
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus text format (unauthenticated, like the health checks: scrape it privately)."""
+    registry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz", response_model=None)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from orderflow.clock import after
+from orderflow.observability.metrics import WEBHOOKS
 from orderflow.shipping import signature, tracking
 from orderflow.shipping.bobs_post import CARRIER, parse_time
 from orderflow.web.context import Context
@@ -42,6 +43,7 @@ async def bobs_post_webhook(request: Request, ctx: Context) -> dict[str, Any] | 
             tolerance=ctx.settings.webhook_tolerance_seconds,
         )
     except signature.BadSignature as exc:
+        WEBHOOKS.labels("rejected").inc()
         log.warning("webhook.rejected", reason=str(exc))
         return error_response(401, "bad_signature", str(exc))
     try:
@@ -68,5 +70,6 @@ async def bobs_post_webhook(request: Request, ctx: Context) -> dict[str, Any] | 
             )
 
     outcome = await run_in_threadpool(apply)
+    WEBHOOKS.labels(outcome).inc()
     log.info("webhook.received", event_id=event.event_id, status=event.status, outcome=outcome)
     return {"status": outcome}
