@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 
 from orderflow import logs
+from orderflow.audit.cli import audit_group, investigate
 from orderflow.config import Settings
 from orderflow.deadletters.cli import dead_letters
 
@@ -62,6 +63,8 @@ def main(ctx: click.Context) -> None:
 
 
 main.add_command(dead_letters)
+main.add_command(audit_group)
+main.add_command(investigate)
 
 
 @main.command()

@@ -5,6 +5,8 @@ Built by entry points (CLI commands, test fixtures), never at import time.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +47,13 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)
+
+    # Audit: where anchors are exported (outside the database), how often the worker anchors,
+    # where retention archives go, and how old an entry must be to leave the hot table.
+    audit_anchor_dir: Path | None = None
+    audit_anchor_seconds: float = Field(3600.0, gt=0)
+    audit_archive_dir: Path | None = None
+    audit_archive_after_days: float = Field(365.0, gt=0)
 
     slack_webhook_url: str | None = None
     logistics_email: str | None = None

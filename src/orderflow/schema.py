@@ -1,6 +1,12 @@
 """Every table, imported in one place: what Alembic and the tests see as the schema."""
 
-from orderflow.audit.models import AuditEntry
+from orderflow.audit.models import (
+    AuditAnchor,
+    AuditAnchorHead,
+    AuditArchive,
+    AuditArchived,
+    AuditEntry,
+)
 from orderflow.catalog.models import Customer, Product
 from orderflow.db import Base
 from orderflow.dependencies.models import Dependency
@@ -14,6 +20,10 @@ from orderflow.tasks.models import Task, TaskAttempt
 metadata = Base.metadata
 
 __all__ = [
+    "AuditAnchor",
+    "AuditAnchorHead",
+    "AuditArchive",
+    "AuditArchived",
     "AuditEntry",
     "CarrierEvent",
     "Customer",

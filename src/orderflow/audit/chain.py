@@ -1,26 +1,50 @@
 """Append to an order's hash chain, and verify it.
 
 Each entry's hash is SHA-256 over its canonical JSON (sorted keys, no spaces) including the
-previous entry's hash. The order row holds the chain head (seq, hash) and is locked while an
-entry is appended, so appends to one order are serialized and the chain never forks.
+previous entry's hash (the hashing and checking live in `verify_bundle`, the standalone
+verifier, so orderflow and an offline checker agree by construction). The order row holds the
+chain head (seq, hash) and is locked while an entry is appended, so appends to one order are
+serialized and the chain never forks. Entries are written in the caller's transaction: the
+history commits with the change it records, or not at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from orderflow.audit.models import AuditEntry
+from orderflow.audit import verify_bundle
+from orderflow.audit.models import AuditArchived, AuditEntry
+from orderflow.audit.verify_bundle import GENESIS as GENESIS
+from orderflow.audit.verify_bundle import Problem
 from orderflow.clock import now
 from orderflow.orders.models import Order
 
-GENESIS = "0" * 64
+_correlation: ContextVar[dict[str, Any] | None] = ContextVar("audit_correlation", default=None)
+
+
+@contextmanager
+def correlated(**ids: Any) -> Iterator[None]:
+    """Every entry appended inside this block carries these ids under `details.correlation`.
+
+    The worker wraps each step's `complete` in it (task id, attempt, step), so that each entry
+    says which piece of work, on which attempt, wrote it: `with chain.correlated(task=t.id,
+    attempt=t.attempts, step=t.kind): step.complete(...)`. Blocks nest; inner ids win.
+    """
+    outer = _correlation.get() or {}
+    token = _correlation.set({**outer, **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
 
 
 def entry_hash(
@@ -35,19 +59,40 @@ def entry_hash(
     details: dict[str, Any],
     prev_hash: str,
 ) -> str:
-    content = {
-        "order_id": order_id,
-        "seq": seq,
-        "at": at.isoformat(timespec="microseconds"),
-        "actor": actor,
-        "action": action,
-        "from": from_status,
-        "to": to_status,
-        "details": details,
-        "prev": prev_hash,
+    return verify_bundle.entry_hash(
+        {
+            "order_id": order_id,
+            "seq": seq,
+            "at": iso(at),
+            "actor": actor,
+            "action": action,
+            "from": from_status,
+            "to": to_status,
+            "details": details,
+            "prev": prev_hash,
+        }
+    )
+
+
+def iso(at: datetime) -> str:
+    """The timestamp as hashed: ISO 8601, microseconds, UTC offset."""
+    return at.isoformat(timespec="microseconds")
+
+
+def as_dict(e: AuditEntry) -> dict[str, Any]:
+    """An entry in the form the standalone verifier checks (and bundles carry)."""
+    return {
+        "order_id": e.order_id,
+        "seq": e.seq,
+        "at": iso(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "from": e.from_status,
+        "to": e.to_status,
+        "details": e.details,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
     }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,6 +125,11 @@ def append(
     """Write one entry after `head` and move the order's head (and status, if given) to it."""
     at = now()
     seq = head.seq + 1
+    # Hash exactly what the JSON column will give back (string keys, lists, no tuples).
+    details = json.loads(json.dumps(details or {}))
+    correlation = _correlation.get()
+    if correlation:
+        details = {"correlation": correlation, **details}
     fields: dict[str, Any] = {
         "order_id": order_id,
         "seq": seq,
@@ -88,7 +138,7 @@ def append(
         "action": action,
         "from_status": head.status if to_status else None,
         "to_status": to_status,
-        "details": details or {},
+        "details": details,
     }
     digest = entry_hash(**fields, prev_hash=head.hash)
     session.add(AuditEntry(**fields, prev_hash=head.hash, hash=digest))
@@ -121,43 +171,103 @@ def record(
 
 @dataclass(frozen=True)
 class Verdict:
+    """The integrity of one order's history: ok, or every problem found, each precisely."""
+
     ok: bool
     entries: int
     problems: list[str]
+    findings: list[Problem] = field(default_factory=list)
+    anchor_id: int | None = None  # the latest anchor the chain was checked against
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "problems": [f.as_dict() for f in self.findings],
+            "anchor_id": self.anchor_id,
+        }
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where the hot chain starts: genesis, or the last entry moved to an archive."""
+
+    seq: int
+    hash: str
+    archive_id: int | None = None
+
+
+def chain_start(session: Session, order_id: int) -> Start:
+    row = session.execute(
+        select(AuditArchived.through_seq, AuditArchived.through_hash, AuditArchived.archive_id)
+        .where(AuditArchived.order_id == order_id)
+        .order_by(AuditArchived.through_seq.desc())
+        .limit(1)
+    ).first()
+    return Start(0, GENESIS) if row is None else Start(row[0], row[1], row[2])
+
+
+def entries_of(session: Session, order_id: int) -> list[AuditEntry]:
+    """The order's hot entries in chain order (one index range scan on (order_id, seq))."""
+    return list(
+        session.scalars(
+            select(AuditEntry).where(AuditEntry.order_id == order_id).order_by(AuditEntry.seq)
+        )
+    )
 
 
 def verify_order(session: Session, order_id: int) -> Verdict:
-    entries = session.scalars(
-        select(AuditEntry).where(AuditEntry.order_id == order_id).order_by(AuditEntry.seq)
-    ).all()
-    problems: list[str] = []
-    prev = GENESIS
-    for expected_seq, e in enumerate(entries, start=1):
-        if e.seq != expected_seq:
-            problems.append(f"entry seq {e.seq} found where {expected_seq} was expected")
-        if e.prev_hash != prev:
-            problems.append(f"entry {e.seq} does not follow the entry before it")
-        recomputed = entry_hash(
-            order_id=e.order_id,
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            from_status=e.from_status,
-            to_status=e.to_status,
-            details=e.details,
-            prev_hash=e.prev_hash,
-        )
-        if recomputed != e.hash:
-            problems.append(f"entry {e.seq} ({e.action}) was changed after it was written")
-        prev = e.hash
+    """Check the order's chain, its head on the order row, and its latest anchor."""
+    from orderflow.audit import anchors  # anchors builds on this module
+
+    start = chain_start(session, order_id)
+    entries = [as_dict(e) for e in entries_of(session, order_id)]
+    findings = verify_bundle.check_chain(entries, start_seq=start.seq, start_hash=start.hash)
+    last_seq = int(entries[-1]["seq"]) if entries else start.seq
+    last_hash = entries[-1]["hash"] if entries else start.hash
     head = session.execute(
         select(Order.audit_seq, Order.audit_head).where(Order.id == order_id)
     ).one_or_none()
-    if head is not None and (
-        head.audit_seq != len(entries) or (entries and head.audit_head != prev)
-    ):
-        problems.append(
-            f"the order's chain head says {head.audit_seq} entries, the table has {len(entries)}"
-        )
-    return Verdict(ok=not problems, entries=len(entries), problems=problems)
+    if head is not None:
+        findings += _check_head(head.audit_seq, head.audit_head or GENESIS, last_seq, last_hash)
+    proof = anchors.anchored_head(session, order_id)
+    if proof is not None and int(proof["leaf"]["seq"]) > start.seq:
+        findings += verify_bundle.check_anchored(entries, proof)
+    return Verdict(
+        ok=not findings,
+        entries=len(entries),
+        problems=[f.message for f in findings],
+        findings=findings,
+        anchor_id=None if proof is None else int(proof["anchor"]["id"]),
+    )
+
+
+def _check_head(head_seq: int, head_hash: str, last_seq: int, last_hash: str) -> list[Problem]:
+    if head_seq < last_seq:
+        extra = f"entry {last_seq} is" if last_seq == head_seq + 1 else "entries are"
+        return [
+            Problem(
+                "inserted",
+                head_seq + 1,
+                f"the order's head is entry {head_seq}, but the table goes on to entry "
+                f"{last_seq}: {extra} beyond the head (inserted after the fact)",
+            )
+        ]
+    if head_seq > last_seq:
+        return [
+            Problem(
+                "truncated",
+                last_seq + 1,
+                f"the order's head is entry {head_seq}, but the chain ends at entry {last_seq}: "
+                "its latest entries were removed (truncated tail)",
+            )
+        ]
+    if head_seq and head_hash != last_hash:
+        return [
+            Problem(
+                "head",
+                head_seq,
+                f"the order's head hash does not match entry {head_seq}: one of them was altered",
+            )
+        ]
+    return []

@@ -11,7 +11,7 @@ from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.observability.metrics import registry_for
 from orderflow.web import console, errors, health, webhooks
-from orderflow.web.api import catalog, dead_letters, dependencies, orders
+from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders
 from orderflow.web.context import AppContext
 
 
@@ -26,6 +26,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     errors.install(app)
     app.include_router(catalog.router, prefix="/api/v1")
     app.include_router(orders.router, prefix="/api/v1")
+    app.include_router(audit.router, prefix="/api/v1")
     app.include_router(dependencies.router, prefix="/api/v1")
     app.include_router(dead_letters.router, prefix="/api/v1")
     app.include_router(webhooks.router)

@@ -1,0 +1,40 @@
+"""An order's history and evidence: GET …/audit, …/investigation, …/dispute-bundle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+
+from orderflow.audit import bundle, investigation
+from orderflow.web.context import Admin, Context, ReadSession
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/orders/{order_id}/audit")
+def order_audit(order_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
+    """The order's hash-chained entries as stored, and the integrity verdict."""
+    return investigation.audit_view(session, order_id)
+
+
+@router.get("/orders/{order_id}/investigation")
+def order_investigation(order_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
+    """Summary, plain-language timeline, integrity, failures, payments, carrier events, e-mails."""
+    return investigation.investigation(session, order_id)
+
+
+@router.get("/orders/{order_id}/dispute-bundle", response_model=None)
+def dispute_bundle(
+    order_id: int,
+    session: ReadSession,
+    ctx: Context,
+    _: Admin,
+    format: str = Query("json", pattern="^(json|html)$"),
+) -> dict[str, Any] | HTMLResponse:
+    """The evidence bundle (JSON, checkable offline with verify_bundle.py) or its HTML page."""
+    data = bundle.build(session, order_id, archive_dir=ctx.settings.audit_archive_dir)
+    if format == "html":
+        return HTMLResponse(bundle.render_html(data))
+    return data

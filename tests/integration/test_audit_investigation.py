@@ -1,0 +1,134 @@
+"""Investigation in one call, and the dispute bundle that verifies offline without orderflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from orderflow.audit import anchors, bundle
+from orderflow.cli import main
+from orderflow.db import Database
+from tests.integration.test_audit_tamper import order_with_history
+from tests.support.stack import Stack
+
+
+def _verify_offline(bundle_file: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the copied verifier in isolation: no site-packages, so no orderflow to lean on."""
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "verify_bundle.py", bundle_file.name],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_investigation_tells_the_whole_story_in_plain_language(stack: Stack) -> None:
+    """A delivered order: summary, timeline sentences with money and ids, integrity, e-mails."""
+    customer = stack.customer()
+    stack.product("WIDGET", price=1299)
+    order = stack.place(customer, [("WIDGET", 2)])
+    stack.work_until_status(order["id"], "delivered")
+    response = stack.api.get(f"/orders/{order['id']}/investigation")
+    assert response.status_code == 200
+    found = response.json()
+    lines = [t["text"] for t in found["timeline"]]
+    assert lines[0] == "order placed by admin:api: 2 x WIDGET, total £25.98"
+    paid = next(t for t in found["timeline"] if t["action"] == "payment.succeeded")
+    assert paid["text"].startswith("payment of £25.98 succeeded (Paydesk pay_")
+    assert any(t.startswith("“shipped” e-mail sent to ada+") for t in lines)
+    assert any(t.startswith("parcel booked with Bob's Post (shipment ") for t in lines)
+    assert found["integrity"] == {
+        "ok": True,
+        "entries": len(lines),
+        "problems": [],
+        "anchor_id": None,
+    }
+    assert found["summary"][0] == f"{order['reference']} is delivered."
+    assert any(s.startswith("Charged £25.98 on ") for s in found["summary"])
+    assert [p["kind"] for p in found["payments"]] == ["charge"]
+    assert [m["kind"] for m in found["emails"]] == ["shipped"]
+    assert {e["outcome"] for e in found["carrier_events"]} <= {"applied", "stale", "unmatched"}
+    audit = stack.api.get(f"/orders/{order['id']}/audit").json()
+    assert audit["verdict"]["ok"] and len(audit["entries"]) == len(lines)
+    page = stack.api.get(f"/orders/{order['id']}/dispute-bundle", params={"format": "html"})
+    assert page.status_code == 200 and order["reference"] in page.text
+    assert stack.api.get("/orders/999999/investigation").status_code == 404
+
+
+def test_cli_investigate_and_verify(stack: Stack) -> None:
+    """`orderflow investigate REF` prints the story; `audit verify --order` says OK."""
+    customer = stack.customer()
+    stack.product("WIDGET", price=1299)
+    order = stack.place(customer, [("WIDGET", 1)])
+    stack.work_until_status(order["id"], "paid", "scheduled", "shipped", "delivered")
+    env = {"ORDERFLOW_DATABASE_URL": stack.settings.database_url}
+    runner = CliRunner()
+    shown = runner.invoke(main, ["investigate", order["reference"]], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "payment of £12.99 succeeded (Paydesk pay_" in shown.output
+    verified = runner.invoke(main, ["audit", "verify", "--order", order["reference"]], env=env)
+    assert verified.exit_code == 0, verified.output
+    assert verified.output.startswith(f"OK {order['reference']}: ")
+    missing = runner.invoke(main, ["investigate", "ORD-999999"], env=env)
+    assert missing.exit_code != 0 and "no order ORD-999999" in missing.output
+
+
+def _bundle(db: Database, order_id: int, directory: Path) -> Path:
+    with db.read() as session:
+        data = bundle.build(session, order_id)
+    json_file, html_file, _ = bundle.write(data, directory)
+    assert "The hash chain" in html_file.read_text()
+    return json_file
+
+
+def _rewrite(path: Path, change: Any) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_dispute_bundle_verifies_offline_and_tampering_with_it_does_not(
+    db: Database, tmp_path: Path
+) -> None:
+    """The copied verifier (stdlib only) accepts the bundle, and names each kind of tampering."""
+    order_id = order_with_history(db)
+    anchors.anchor_now(db, tmp_path / "anchors")
+    bundle_file = _bundle(db, order_id, tmp_path / "out")
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    shutil.copy(tmp_path / "out" / "verify_bundle.py", offline)
+    shutil.copy(bundle_file, offline)
+    copy = offline / bundle_file.name
+    ok = _verify_offline(copy, offline)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK: the history of ORD-" in ok.stdout and "anchor #1" in ok.stdout
+
+    def alter(data: dict[str, Any]) -> None:
+        data["chain"]["entries"][2]["actor"] = "admin:someone-else"
+
+    def truncate(data: dict[str, Any]) -> None:
+        entries = data["chain"]["entries"]
+        del entries[4:]
+        data["chain"]["head"] = {"seq": entries[-1]["seq"], "hash": entries[-1]["hash"]}
+
+    def drop(data: dict[str, Any]) -> None:
+        del data["chain"]["entries"][1]
+
+    cases = [
+        (alter, "[altered] entry 3 (test.step3) was altered after it was written"),
+        (truncate, "[truncated] the chain ends at entry 4, but anchor #1 of "),
+        (drop, "[missing] entry 2 is missing (deleted): entry 3 follows entry 1"),
+    ]
+    for change, expected in cases:
+        shutil.copy(bundle_file, copy)
+        _rewrite(copy, change)
+        failed = _verify_offline(copy, offline)
+        assert failed.returncode == 1, failed.stdout
+        assert expected in failed.stdout
