@@ -264,3 +264,30 @@ def test_retention_archives_old_entries_and_the_chain_stays_provable(
         if not db.is_sqlite:
             conn.execute(text("SET LOCAL orderflow.audit_purge = 'on'"))
         conn.execute(delete(AuditEntry).where(AuditEntry.order_id == order_id))
+
+
+def test_cli_anchors_and_verifies_everything(db: Database, tmp_path: Path) -> None:
+    """`audit anchor` exports to the anchor dir; `audit verify` passes, then fails on tampering."""
+    from click.testing import CliRunner
+
+    from orderflow.cli import main
+
+    order_id = order_with_history(db, 3)
+    env = {"ORDERFLOW_DATABASE_URL": db.url, "ORDERFLOW_AUDIT_ANCHOR_DIR": str(tmp_path)}
+    runner = CliRunner()
+    anchored = runner.invoke(main, ["audit", "anchor"], env=env)
+    assert anchored.exit_code == 0, anchored.output
+    assert anchored.output.startswith("anchor #1: 1 orders, 1 heads moved")
+    assert (tmp_path / "anchors.jsonl").read_text().count("\n") == 1
+    ok = runner.invoke(main, ["audit", "verify"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith("OK: 1 orders, 3 entries verified, anchors match ")
+    with tampering(db) as conn:
+        conn.execute(
+            update(AuditEntry)
+            .where(AuditEntry.order_id == order_id, AuditEntry.seq == 2)
+            .values(actor="admin:mallory")
+        )
+    failed = runner.invoke(main, ["audit", "verify"], env=env)
+    assert failed.exit_code == 1
+    assert "[altered] entry 2 (test.step2) was altered after it was written" in failed.output
