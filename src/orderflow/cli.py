@@ -180,6 +180,49 @@ def demo(host: str, port: int, progress_seconds: float) -> None:
 
 
 @main.group()
+def attempts() -> None:
+    """Attempt records (the evidence of every try at every step)."""
+
+
+@attempts.command("export")
+@click.option(
+    "--older-than-days", type=float, default=None, help="default: ORDERFLOW_ATTEMPT_RETENTION_DAYS"
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="the archive to write (gzip-compressed JSON lines)",
+)
+@click.option(
+    "--remove/--keep",
+    default=True,
+    show_default=True,
+    help="remove the archived records from the database once the file is written",
+)
+@click.pass_context
+def attempts_export(
+    ctx: click.Context, older_than_days: float | None, out: str, remove: bool
+) -> None:
+    """Archive attempt records past their retention."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    from orderflow.clock import now
+    from orderflow.observability.attempts import export_attempts
+
+    days = older_than_days if older_than_days is not None else _settings().attempt_retention_days
+    count = export_attempts(
+        ctx.obj["open_db"](), older_than=now() - timedelta(days=days), path=Path(out), remove=remove
+    )
+    click.echo(
+        f"{count} attempt record(s) older than {days:g} days written to {out}"
+        + (" and removed from the database" if remove and count else "")
+    )
+
+
+@main.group()
 def sim() -> None:
     """Run a simulator of the outside world on its own."""
 

@@ -55,8 +55,16 @@ class Settings(BaseSettings):
     audit_archive_dir: Path | None = None
     audit_archive_after_days: float = Field(365.0, gt=0)
 
+    attempt_retention_days: float = Field(90.0, gt=0)  # see `orderflow attempts export`
+
     slack_webhook_url: str | None = None
     logistics_email: str | None = None
+    # Alerts: how often conditions are judged, and when a condition becomes an incident.
+    alert_check_seconds: float = Field(30.0, gt=0)
+    alert_dependency_down_seconds: float = Field(300.0, ge=0)
+    alert_backlog_age_seconds: float = Field(900.0, ge=0)
+    alert_delivery_delay_seconds: float = Field(4 * 3600.0, ge=0)
+    alert_repeat_seconds: float = Field(3600.0, ge=0)
     broker_url: str | None = None
 
     @model_validator(mode="after")

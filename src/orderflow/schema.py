@@ -1,5 +1,6 @@
 """Every table, imported in one place: what Alembic and the tests see as the schema."""
 
+from orderflow.alerts.models import Incident
 from orderflow.audit.models import (
     AuditAnchor,
     AuditAnchorHead,
@@ -28,6 +29,7 @@ __all__ = [
     "CarrierEvent",
     "Customer",
     "Dependency",
+    "Incident",
     "Notification",
     "Order",
     "OrderLine",

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from orderflow.alerts.rules import Thresholds
+from orderflow.alerts.slack import SlackClient
+from orderflow.alerts.steps import CHECK, AlertCheckStep, EmailAlertStep, SlackAlertStep
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.deadletters.steps import RedriveStep
@@ -15,6 +19,7 @@ from orderflow.payments.paydesk import PaydeskClient
 from orderflow.payments.steps import ChargeStep, RefundStep
 from orderflow.shipping.bobs_post import BobsPostClient
 from orderflow.shipping.steps import BookStep, CancelShipmentStep, TrackStep
+from orderflow.tasks import queue
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.step import Step
 from orderflow.tasks.worker import Worker
@@ -35,10 +40,13 @@ class Adapters:
     paydesk: PaydeskClient
     carrier: BobsPostClient
     mailer: Mailer
+    slack: SlackClient | None
 
     def close(self) -> None:
         self.paydesk.close()
         self.carrier.close()
+        if self.slack is not None:
+            self.slack.close()
 
 
 def build_adapters(settings: Settings) -> Adapters:
@@ -55,6 +63,9 @@ def build_adapters(settings: Settings) -> Adapters:
             timeout,
         ),
         mailer=Mailer(_required(settings.smtp_url, "ORDERFLOW_SMTP_URL"), timeout),
+        slack=SlackClient(settings.slack_webhook_url, timeout)
+        if settings.slack_webhook_url
+        else None,
     )
 
 
@@ -73,8 +84,20 @@ def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
         CancelShipmentStep(adapters.carrier),
         NotifyStep(adapters.mailer, settings.mail_from),
         RedriveStep(),
+        AlertCheckStep(alert_thresholds(settings), settings.alert_check_seconds),
+        SlackAlertStep(adapters.slack),
+        EmailAlertStep(adapters.mailer, settings.mail_from, settings.logistics_email),
     ]
     return {step.kind: step for step in steps}
+
+
+def alert_thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(
+        dependency_down=timedelta(seconds=settings.alert_dependency_down_seconds),
+        backlog_age=timedelta(seconds=settings.alert_backlog_age_seconds),
+        delivery_delay=timedelta(seconds=settings.alert_delivery_delay_seconds),
+        repeat_every=timedelta(seconds=settings.alert_repeat_seconds),
+    )
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -94,6 +117,7 @@ def dependency_policies(settings: Settings) -> dict[str, DependencyPolicy]:
         "paydesk": policy("paydesk", settings.paydesk_rate_limit),
         "bobs_post": policy("bobs_post", settings.bobs_post_rate_limit),
         "smtp": policy("smtp", None),
+        "slack": policy("slack", None),
     }
 
 
@@ -103,6 +127,7 @@ def build_worker(
     policies = dependency_policies(settings)
     with db.transaction() as session:
         health.ensure(session, list(policies))
+        queue.enqueue(session, CHECK, "alerts:check")  # one periodic check for all workers
     return Worker(
         db,
         build_steps(settings, adapters),

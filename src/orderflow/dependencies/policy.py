@@ -8,7 +8,12 @@ from datetime import datetime, timedelta
 
 BURST_SECONDS = 1.0  # requests may be scheduled this far ahead (the carriers' bucket size)
 
-LABELS = {"paydesk": "Paydesk", "bobs_post": "Bob's Post", "smtp": "the mail server"}
+LABELS = {
+    "paydesk": "Paydesk",
+    "bobs_post": "Bob's Post",
+    "smtp": "the mail server",
+    "slack": "Slack",
+}
 
 
 @dataclass(frozen=True)

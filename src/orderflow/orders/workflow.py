@@ -28,6 +28,9 @@ DEPENDENCY_OF = {
     CANCEL_SHIPMENT: "bobs_post",
     TRACK: "bobs_post",
     NOTIFY: "smtp",
+    # not order steps, but outside calls all the same: the alert messages
+    "alert_slack": "slack",
+    "alert_email": "smtp",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from orderflow.alerts import rules as alerts
 from orderflow.audit import chain
 from orderflow.clock import now
 from orderflow.db import insert_ignore
@@ -216,6 +217,9 @@ def advance_order(
             details=details,
         )
         moved = True
+        alerts.parcel_failed(
+            session, order_id, "was lost" if new == ShipmentStatus.LOST else "is being returned"
+        )
     elif target == OrderStatus.CANCELLED and current == OrderStatus.SCHEDULED:
         # The carrier cancelled a booking we did not cancel: nothing shipped, so undo it all.
         service.move(

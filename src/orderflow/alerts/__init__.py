@@ -1,0 +1,1 @@
+"""Alerts: incidents opened and resolved from the system's state, told to the right people."""

@@ -1,0 +1,109 @@
+"""Alert steps: the periodic check, and the delivery of each message (Slack or e-mail)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from orderflow.alerts import incidents
+from orderflow.alerts.rules import Thresholds, evaluate
+from orderflow.alerts.slack import SlackClient
+from orderflow.clock import now
+from orderflow.notifications.mailer import Mailer
+from orderflow.tasks.queue import ClaimedTask
+from orderflow.tasks.step import Reschedule
+
+log = structlog.get_logger("orderflow.alerts")
+CHECK = "alert_check"
+EMOJI = {"opened": ":red_circle:", "update": ":warning:", "resolved": ":white_check_mark:"}
+
+
+class AlertCheckStep:
+    """Re-judge every condition, every `every` seconds (one such task for all workers)."""
+
+    kind = CHECK
+    dependency = None
+
+    def __init__(self, thresholds: Thresholds, every: float) -> None:
+        self.thresholds = thresholds
+        self.every = every
+
+    def prepare(self, session: Session, task: ClaimedTask) -> dict[str, Any]:
+        return {}
+
+    def perform(self, work: dict[str, Any]) -> dict[str, Any]:
+        return work
+
+    def complete(self, session: Session, task: ClaimedTask, result: Any) -> Reschedule:
+        evaluate(session, self.thresholds)
+        return Reschedule(now() + timedelta(seconds=self.every))
+
+
+class SlackAlertStep:
+    kind = incidents.SLACK
+    dependency = "slack"
+
+    def __init__(self, slack: SlackClient | None) -> None:
+        self.slack = slack
+
+    def prepare(self, session: Session, task: ClaimedTask) -> dict[str, Any]:
+        return dict(task.payload)
+
+    def perform(self, alert: dict[str, Any]) -> None:
+        text = f"{EMOJI.get(alert['event'], '')} *{alert['title']}*\n{alert['text']}".strip()
+        if self.slack is None:
+            log.warning(
+                "alert.unsent",
+                channel="slack",
+                reason="no Slack webhook configured",
+                title=alert["title"],
+                event=alert["event"],
+            )
+            return
+        self.slack.post(text)
+
+    def complete(self, session: Session, task: ClaimedTask, result: None) -> None:
+        return None
+
+
+class EmailAlertStep:
+    kind = incidents.EMAIL
+    dependency = "smtp"
+
+    def __init__(self, mailer: Mailer, mail_from: str, to: str | None) -> None:
+        self.mailer = mailer
+        self.mail_from = mail_from
+        self.to = to
+
+    def prepare(self, session: Session, task: ClaimedTask) -> EmailMessage | None:
+        alert = task.payload
+        if self.to is None:
+            log.warning(
+                "alert.unsent",
+                channel="email",
+                reason="no logistics e-mail configured",
+                title=alert["title"],
+                event=alert["event"],
+            )
+            return None
+        message = EmailMessage()
+        message["From"] = self.mail_from
+        message["To"] = self.to
+        prefix = {"resolved": "Resolved: ", "update": "Update: "}.get(alert["event"], "")
+        message["Subject"] = f"[orderflow] {prefix}{alert['title']}"
+        domain = self.mail_from.rpartition("@")[2] or "orderflow.invalid"
+        message["Message-ID"] = f"<alert.{task.id}@{domain}>"  # stable across retries
+        message["Date"] = formatdate(usegmt=True)
+        message.set_content(alert["text"] + "\n\n-- orderflow\n")
+        return message
+
+    def perform(self, message: EmailMessage) -> None:
+        self.mailer.send(message)
+
+    def complete(self, session: Session, task: ClaimedTask, result: None) -> None:
+        return None
