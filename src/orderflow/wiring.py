@@ -8,6 +8,7 @@ from datetime import timedelta
 from orderflow.alerts.rules import Thresholds
 from orderflow.alerts.slack import SlackClient
 from orderflow.alerts.steps import CHECK, AlertCheckStep, EmailAlertStep, SlackAlertStep
+from orderflow.audit.steps import ANCHOR, AnchorStep
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.deadletters.steps import RedriveStep
@@ -69,7 +70,7 @@ def build_adapters(settings: Settings) -> Adapters:
     )
 
 
-def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
+def build_steps(settings: Settings, adapters: Adapters, db: Database) -> dict[str, Step]:
     poll = settings.tracking_poll_seconds
     steps: list[Step] = [
         ChargeStep(adapters.paydesk),
@@ -87,6 +88,7 @@ def build_steps(settings: Settings, adapters: Adapters) -> dict[str, Step]:
         AlertCheckStep(alert_thresholds(settings), settings.alert_check_seconds),
         SlackAlertStep(adapters.slack),
         EmailAlertStep(adapters.mailer, settings.mail_from, settings.logistics_email),
+        AnchorStep(db, settings.audit_anchor_dir, settings.audit_anchor_seconds),
     ]
     return {step.kind: step for step in steps}
 
@@ -127,10 +129,12 @@ def build_worker(
     policies = dependency_policies(settings)
     with db.transaction() as session:
         health.ensure(session, list(policies))
-        queue.enqueue(session, CHECK, "alerts:check")  # one periodic check for all workers
+        # One of each periodic job for all workers: the alert check and the audit anchoring.
+        queue.enqueue(session, CHECK, "alerts:check")
+        queue.enqueue(session, ANCHOR, "audit:anchor")
     return Worker(
         db,
-        build_steps(settings, adapters),
+        build_steps(settings, adapters, db),
         retry=retry_policy(settings),
         lease_seconds=settings.lease_seconds,
         batch_size=settings.worker_batch_size,

@@ -74,8 +74,15 @@ def test_duplicate_and_reordered_webhooks_never_move_an_order_backwards(stack: S
     assert deliver("collected", "e-1") == "stale"
     assert deliver("in_transit", "e-2") == "stale"
     stack.work_until_status(order["id"], "delivered")
-    statuses = [h["to"] for h in stack.order(order["id"])["history"] if h["to"]]
+    history = stack.order(order["id"])["history"]
+    statuses = [h["to"] for h in history if h["to"]]
     assert statuses == ["paid", "scheduled", "shipped", "delivered"]
+    ignored = [
+        h["details"]["carrier_status"]
+        for h in history
+        if h["action"] == "shipment.observation_ignored"
+    ]
+    assert ignored == ["collected", "in_transit"]  # rejected webhooks are in the history too
     assert len(stack.outside.mail.messages()) == 1
 
 

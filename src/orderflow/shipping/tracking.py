@@ -145,6 +145,14 @@ def apply(
         )
         return "unknown_status"
     if not moves_forward(ShipmentStatus(shipment.status), new):
+        if details.get("source") == "webhook":  # polls re-read known history: not news
+            chain.record(
+                session,
+                shipment.order_id,
+                actor=actor,
+                action="shipment.observation_ignored",
+                details={**details, "reason": f"not past {shipment.status}"},
+            )
         return "stale"
     shipment.status = new
     shipment.carrier_status = carrier_status

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
+from orderflow.audit import chain
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies import health
@@ -233,7 +234,9 @@ class Worker:
             if error is None:
                 outcome = None
                 if run.work is not None:
-                    outcome = self._step(task).complete(session, task, run.result)
+                    # Every history entry this writes names the task and attempt behind it.
+                    with chain.correlated(task=task.id, attempt=task.attempts, step=task.kind):
+                        outcome = self._step(task).complete(session, task, run.result)
                 owned = (
                     queue.reschedule(session, task, outcome.run_at)
                     if isinstance(outcome, Reschedule)
