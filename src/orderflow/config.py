@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     collection_deadline_seconds: float = Field(3 * 86400.0, gt=0)
     delivery_deadline_seconds: float = Field(30 * 86400.0, gt=0)
 
+    # A request that keeps failing while its dependency is up (never an outage) gives up
+    # after this many attempts; such dead letters are redriven automatically once their
+    # dependency has been healthy for a while, a few per run, a bounded number of times.
+    max_attempts: int = Field(20, ge=1)
+    auto_redrive: bool = True
+    auto_redrive_seconds: float = Field(30.0, gt=0)
+    auto_redrive_per_run: int = Field(20, ge=1)
+    auto_redrive_max_times: int = Field(3, ge=0)
+    auto_redrive_healthy_seconds: float = Field(60.0, ge=0)
+
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from orderflow.alerts.rules import Thresholds
+from orderflow.alerts.rules import Thresholds, evaluate
 from orderflow.alerts.slack import SlackClient
-from orderflow.alerts.steps import CHECK, AlertCheckStep, EmailAlertStep, SlackAlertStep
-from orderflow.audit.steps import ANCHOR, AnchorStep
+from orderflow.alerts.steps import EmailAlertStep, SlackAlertStep
+from orderflow.audit.anchors import anchor_if_due
 from orderflow.config import Settings
 from orderflow.db import Database
+from orderflow.deadletters.auto import auto_redrive
 from orderflow.deadletters.steps import RedriveStep
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
@@ -20,7 +21,7 @@ from orderflow.payments.paydesk import PaydeskClient
 from orderflow.payments.steps import ChargeStep, RefundStep
 from orderflow.shipping.bobs_post import BobsPostClient
 from orderflow.shipping.steps import BookStep, CancelShipmentStep, TrackStep
-from orderflow.tasks import queue
+from orderflow.tasks.periodic import Periodic
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.step import Step
 from orderflow.tasks.worker import Worker
@@ -85,12 +86,44 @@ def build_steps(settings: Settings, adapters: Adapters, db: Database) -> dict[st
         CancelShipmentStep(adapters.carrier),
         NotifyStep(adapters.mailer, settings.mail_from),
         RedriveStep(),
-        AlertCheckStep(alert_thresholds(settings), settings.alert_check_seconds),
         SlackAlertStep(adapters.slack),
         EmailAlertStep(adapters.mailer, settings.mail_from, settings.logistics_email),
-        AnchorStep(db, settings.audit_anchor_dir, settings.audit_anchor_seconds),
+        *periodic_jobs(settings, db),
     ]
     return {step.kind: step for step in steps}
+
+
+def periodic_jobs(settings: Settings, db: Database) -> list[Periodic]:
+    """Cluster-wide periodic jobs: the alert check, audit anchoring, automatic redrive."""
+    thresholds = alert_thresholds(settings)
+    jobs = [
+        Periodic(
+            "alert_check",
+            settings.alert_check_seconds,
+            in_transaction=lambda session: evaluate(session, thresholds),
+        ),
+        Periodic(
+            "audit_anchor",
+            settings.audit_anchor_seconds,
+            outside=lambda: anchor_if_due(
+                db, settings.audit_anchor_dir, settings.audit_anchor_seconds
+            ),
+        ),
+    ]
+    if settings.auto_redrive:
+        jobs.append(
+            Periodic(
+                "auto_redrive",
+                settings.auto_redrive_seconds,
+                in_transaction=lambda session: auto_redrive(
+                    session,
+                    per_run=settings.auto_redrive_per_run,
+                    max_times=settings.auto_redrive_max_times,
+                    healthy_for=timedelta(seconds=settings.auto_redrive_healthy_seconds),
+                ),
+            )
+        )
+    return jobs
 
 
 def alert_thresholds(settings: Settings) -> Thresholds:
@@ -127,14 +160,15 @@ def build_worker(
     settings: Settings, db: Database, adapters: Adapters, name: str | None = None
 ) -> Worker:
     policies = dependency_policies(settings)
+    steps = build_steps(settings, adapters, db)
     with db.transaction() as session:
         health.ensure(session, list(policies))
-        # One of each periodic job for all workers: the alert check and the audit anchoring.
-        queue.enqueue(session, CHECK, "alerts:check")
-        queue.enqueue(session, ANCHOR, "audit:anchor")
+        for step in steps.values():
+            if isinstance(step, Periodic):
+                step.schedule(session)
     return Worker(
         db,
-        build_steps(settings, adapters, db),
+        steps,
         retry=retry_policy(settings),
         lease_seconds=settings.lease_seconds,
         batch_size=settings.worker_batch_size,
@@ -142,4 +176,5 @@ def build_worker(
         idle_seconds=settings.worker_idle_seconds,
         name=name,
         dependencies=policies,
+        max_attempts=settings.max_attempts,
     )

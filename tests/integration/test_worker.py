@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orderflow.clock import now
@@ -40,6 +40,10 @@ class Probe:
         self.release.wait(10)
         if work.get("raise") == "transient":
             raise TransientError("carrier said 429", http_status=429, retry_after=30)
+        if work.get("raise") == "500":
+            raise TransientError("carrier said 500", http_status=500)
+        if work.get("raise") == "503":
+            raise TransientError("carrier said 503", http_status=503)
         if work.get("raise") == "bug":
             raise ValueError("a bug in perform")
         return work
@@ -51,7 +55,9 @@ class Probe:
         queue.enqueue(session, "evidence", f"done:{task.key}:{task.lease_token}")
 
 
-def _worker(db: Database, probe: Probe, name: str, lease: float = 5.0) -> Worker:
+def _worker(
+    db: Database, probe: Probe, name: str, lease: float = 5.0, max_attempts: int | None = None
+) -> Worker:
     return Worker(
         db,
         {"probe": probe},
@@ -60,6 +66,7 @@ def _worker(db: Database, probe: Probe, name: str, lease: float = 5.0) -> Worker
         batch_size=10,
         concurrency=4,
         name=name,
+        max_attempts=max_attempts,
     )
 
 
@@ -173,3 +180,16 @@ def test_concurrent_claimers_never_take_the_same_task(db: Database) -> None:
     claimed = [i for r in results for i in r]
     assert len(claimed) == 300
     assert len(set(claimed)) == 300
+
+
+def test_a_request_failing_while_its_service_is_up_runs_out_of_attempts(db: Database) -> None:
+    """A 500 for this request, three times: dead as 'exhausted'; a 503 (an outage) never is."""
+    _enqueue(db, {"raise": "500"}, {"raise": "503"})
+    worker = _worker(db, Probe(), "w", max_attempts=3)
+    with db.transaction() as session:
+        session.execute(update(Task).values(attempts=2))  # two earlier tries
+    worker.run_once()
+    exhausted, outage = _task(db, "probe-0"), _task(db, "probe-1")
+    assert (exhausted.status, exhausted.error_class) == ("dead", "exhausted")
+    assert (exhausted.last_error or "").startswith("gave up after 3 attempts")
+    assert (outage.status, outage.error_class) == ("ready", "transient")

@@ -1,8 +1,7 @@
-"""Alert steps: the periodic check, and the delivery of each message (Slack or e-mail)."""
+"""Alert steps: the delivery of each message (Slack or e-mail)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -11,37 +10,12 @@ import structlog
 from sqlalchemy.orm import Session
 
 from orderflow.alerts import incidents
-from orderflow.alerts.rules import Thresholds, evaluate
 from orderflow.alerts.slack import SlackClient
-from orderflow.clock import now
 from orderflow.notifications.mailer import Mailer
 from orderflow.tasks.queue import ClaimedTask
-from orderflow.tasks.step import Reschedule
 
 log = structlog.get_logger("orderflow.alerts")
-CHECK = "alert_check"
 EMOJI = {"opened": ":red_circle:", "update": ":warning:", "resolved": ":white_check_mark:"}
-
-
-class AlertCheckStep:
-    """Re-judge every condition, every `every` seconds (one such task for all workers)."""
-
-    kind = CHECK
-    dependency = None
-
-    def __init__(self, thresholds: Thresholds, every: float) -> None:
-        self.thresholds = thresholds
-        self.every = every
-
-    def prepare(self, session: Session, task: ClaimedTask) -> dict[str, Any]:
-        return {}
-
-    def perform(self, work: dict[str, Any]) -> dict[str, Any]:
-        return work
-
-    def complete(self, session: Session, task: ClaimedTask, result: Any) -> Reschedule:
-        evaluate(session, self.thresholds)
-        return Reschedule(now() + timedelta(seconds=self.every))
 
 
 class SlackAlertStep:

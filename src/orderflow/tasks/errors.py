@@ -16,6 +16,9 @@ class ErrorClass(StrEnum):
     TRANSIENT = "transient"
     PERMANENT = "permanent"
     POISON = "poison"
+    # Transient, but the same request kept failing while its dependency was up (e.g. a 500
+    # for this payload only): out of attempts. May heal, so it can be redriven automatically.
+    EXHAUSTED = "exhausted"
 
 
 class StepError(Exception):
@@ -38,6 +41,21 @@ class TransientError(StepError):
 
 class PermanentError(StepError):
     error_class = ErrorClass.PERMANENT
+
+
+# Answers that mean "the service is down or busy", not "this request is bad": never exhausts.
+OUTAGE_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+def exhausts(exc: BaseException, attempts: int, max_attempts: int | None) -> bool:
+    """A transient failure that says something about this request, after too many attempts."""
+    return (
+        max_attempts is not None
+        and attempts >= max_attempts
+        and isinstance(exc, TransientError)
+        and exc.http_status is not None
+        and exc.http_status not in OUTAGE_STATUSES
+    )
 
 
 def classify(exc: BaseException) -> ErrorClass:

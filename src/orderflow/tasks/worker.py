@@ -33,7 +33,14 @@ from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.observability.metrics import STEP_SECONDS
 from orderflow.orders.models import order_reference
 from orderflow.tasks import queue
-from orderflow.tasks.errors import ErrorClass, StepError, TransientError, classify, describe
+from orderflow.tasks.errors import (
+    ErrorClass,
+    StepError,
+    TransientError,
+    classify,
+    describe,
+    exhausts,
+)
 from orderflow.tasks.queue import ClaimedTask
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.step import Reschedule, Step
@@ -66,10 +73,12 @@ class Worker:
         idle_seconds: float = 0.5,
         name: str | None = None,
         dependencies: Mapping[str, DependencyPolicy] | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self.db = db
         self.steps = steps
         self.dependencies = dict(dependencies or {})
+        self.max_attempts = max_attempts
         # Claim groups: the kinds of each dependency (None: steps calling nothing outside).
         groups: dict[str | None, list[str]] = {}
         for kind, step in steps.items():
@@ -247,7 +256,12 @@ class Worker:
                 self._attempt(session, run, None, None)
                 return
             error_class = classify(error)
-            if error_class is ErrorClass.TRANSIENT:
+            if exhausts(error, task.attempts, self.max_attempts):
+                error_class = ErrorClass.EXHAUSTED
+                message = f"gave up after {task.attempts} attempts: {describe(error)}"
+                owned = queue.bury(session, task, error_class=error_class, error=message)
+                log.warning("task.dead", error_class=error_class, error=message)
+            elif error_class is ErrorClass.TRANSIENT:
                 retry_after = error.retry_after if isinstance(error, TransientError) else None
                 delay = self.retry.delay(task.attempts, retry_after)
                 owned = queue.retry(session, task, delay=delay, error=describe(error))
