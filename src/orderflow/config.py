@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     alert_backlog_age_seconds: float = Field(900.0, ge=0)
     alert_delivery_delay_seconds: float = Field(4 * 3600.0, ge=0)
     alert_repeat_seconds: float = Field(3600.0, ge=0)
-    broker_url: str | None = None
+    broker_url: str | None = None  # e.g. amqp://guest:guest@127.0.0.1:5672/ (events fan-out)
+    outbox_relay_seconds: float = Field(1.0, gt=0)
+    outbox_retention_days: float = Field(7.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> Settings:

@@ -19,6 +19,7 @@ from orderflow.notifications.mailer import Mailer
 from orderflow.notifications.steps import NotifyStep
 from orderflow.payments.paydesk import PaydeskClient
 from orderflow.payments.steps import ChargeStep, RefundStep
+from orderflow.relay import Relay
 from orderflow.shipping.bobs_post import BobsPostClient
 from orderflow.shipping.steps import BookStep, CancelShipmentStep, TrackStep
 from orderflow.tasks.periodic import Periodic
@@ -94,7 +95,7 @@ def build_steps(settings: Settings, adapters: Adapters, db: Database) -> dict[st
 
 
 def periodic_jobs(settings: Settings, db: Database) -> list[Periodic]:
-    """Cluster-wide periodic jobs: the alert check, audit anchoring, automatic redrive."""
+    """Cluster-wide periodic jobs: alert check, audit anchoring, outbox relay, auto-redrive."""
     thresholds = alert_thresholds(settings)
     jobs = [
         Periodic(
@@ -110,6 +111,8 @@ def periodic_jobs(settings: Settings, db: Database) -> list[Periodic]:
             ),
         ),
     ]
+    relay = Relay(db, settings.broker_url, keep_days=settings.outbox_retention_days)
+    jobs.append(Periodic("outbox_relay", settings.outbox_relay_seconds, outside=relay.run))
     if settings.auto_redrive:
         jobs.append(
             Periodic(

@@ -21,6 +21,7 @@ from orderflow.tasks.step import Reschedule
 
 class Periodic:
     dependency = None
+    quiet = True  # a successful run is not worth an attempt record (failures still are)
 
     def __init__(
         self,

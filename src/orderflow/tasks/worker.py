@@ -281,6 +281,8 @@ class Worker:
         STEP_SECONDS.labels(run.task.kind, error_class or "ok").observe(
             (finished - started).total_seconds()
         )
+        if error_class is None and getattr(self.steps.get(run.task.kind), "quiet", False):
+            return
         queue.record_attempt(
             session,
             run.task,
