@@ -176,6 +176,9 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
             "retry_max_seconds": min(settings.retry_max_seconds, 30.0),
             "retry_base_seconds": min(settings.retry_base_seconds, 1.0),
             "worker_idle_seconds": min(settings.worker_idle_seconds, 0.2),
+            # Logistics alerts (a lost parcel…) land in the demo mailbox too.
+            "logistics_email": settings.logistics_email or "logistics@shop.example",
+            "alert_check_seconds": min(settings.alert_check_seconds, 5.0),
         }
     )
     db = Database(settings.database_url)
