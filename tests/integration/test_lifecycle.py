@@ -46,4 +46,4 @@ def test_history_entries_name_their_task_and_the_heads_get_anchored(stack: Stack
     assert paid["details"]["correlation"]["step"] == "charge"
     assert paid["details"]["correlation"]["attempt"] == 1
     with stack.db.read() as session:
-        assert session.scalar(select(func.count()).select_from(AuditAnchor)) >= 1
+        assert (session.scalar(select(func.count()).select_from(AuditAnchor)) or 0) >= 1
