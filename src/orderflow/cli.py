@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from orderflow import logs
 from orderflow.audit.cli import audit_group, investigate
+from orderflow.chaos.cli import chaos
 from orderflow.config import Settings
 from orderflow.deadletters.cli import dead_letters
 
@@ -63,6 +64,7 @@ def main(ctx: click.Context) -> None:
 
 
 main.add_command(dead_letters)
+main.add_command(chaos)
 main.add_command(audit_group)
 main.add_command(investigate)
 
