@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
@@ -130,10 +130,3 @@ def bulk_progress(session: Session, redrive_id: int) -> dict[str, Any]:
         "created_at": task.created_at.isoformat(),
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }
-
-
-def dead_count(session: Session) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(Task).where(Task.status == TaskStatus.DEAD))
-        or 0
-    )

@@ -11,10 +11,10 @@ schedule out by its Retry-After, for every worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.clock import now
@@ -151,16 +151,3 @@ def snapshot(session: Session) -> list[Dependency]:
 
 def states(session: Session) -> dict[str, Dependency]:
     return {d.name: d for d in snapshot(session)}
-
-
-def reset(session: Session, name: str) -> None:
-    """Operators: close a breaker by hand (e.g. after a confirmed recovery)."""
-    session.execute(
-        update(Dependency)
-        .where(Dependency.name == name)
-        .values(state=CLOSED, state_since=now(), next_probe_at=None, consecutive_failures=0)
-    )
-
-
-def opened_since(row: Dependency) -> datetime | None:
-    return row.state_since if row.state == OPEN else None

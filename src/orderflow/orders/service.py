@@ -188,12 +188,6 @@ def lock(session: Session, order_id: int) -> OrderStatus:
     return OrderStatus(chain.lock_head(session, order_id).status)
 
 
-def status_of(session: Session, order_id: int) -> OrderStatus:
-    return OrderStatus(
-        session.execute(select(Order.status).where(Order.id == order_id)).scalar_one()
-    )
-
-
 def release_stock(session: Session, order_id: int) -> None:
     """Give the order's reserved stock back (called once, on the move to a failure end)."""
     lines = session.execute(
