@@ -143,3 +143,20 @@ def test_429_with_retry_after_slows_every_worker_down(database_url: str) -> None
         stats = stack.outside.carrier_stats()
         assert stats["bookings_by_reference"] == {o["reference"]: 1 for o in orders}
         assert 0 < stats["requests_by_status"].get("429", 0) <= len(orders)
+
+
+def test_one_batch_of_failed_calls_opens_the_breaker(outage_stack: Stack) -> None:
+    """Three bookings failing in one batch count as three failures: the breaker opens at once."""
+    stack = outage_stack
+    stack.outside.carrier_switches(outage="503")
+    stack.product("WIDGET", stock=50)
+    orders = [stack.place(stack.customer(), [("WIDGET", 1)]) for _ in range(3)]
+    stack.work_until(lambda: all(stack.order(o["id"])["status"] == "paid" for o in orders))
+    with stack.db.read() as session:
+        waiting = session.scalar(
+            select(func.count()).select_from(Task).where(Task.kind == "book", Task.attempts == 0)
+        )
+    assert waiting == 3  # not tried yet: the next batch tries all three at once
+    stack.worker.run_once()
+    assert _dependency(stack, "bobs_post")["state"] == "open"
+    assert _attempts(stack, "book") == 3

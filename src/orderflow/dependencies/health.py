@@ -115,12 +115,13 @@ def record_success(session: Session, name: str, *, throttled: bool = False) -> N
     row.last_success_at = at
 
 
-def record_failure(session: Session, policy: DependencyPolicy, error: str) -> None:
+def record_failure(session: Session, policy: DependencyPolicy, error: str, calls: int = 1) -> None:
+    """`calls` consecutive calls failed (a whole batch's worth counts call by call)."""
     at = now()
     row = session.get(Dependency, policy.name, with_for_update=True, populate_existing=True)
     if row is None:
         return
-    row.consecutive_failures += 1
+    row.consecutive_failures += calls
     row.last_error, row.last_failure_at = error[:2000], at
     if row.state == CLOSED and row.consecutive_failures >= policy.failure_threshold:
         log.warning("dependency.down", dependency=policy.name, error=error[:300])

@@ -181,7 +181,7 @@ class Worker:
             if answered:
                 health.record_success(session, name, throttled=bool(throttled))
             elif down:
-                health.record_failure(session, policy, describe(down[-1]))
+                health.record_failure(session, policy, describe(down[-1]), calls=len(down))
             if throttled:
                 retry_after = max(
                     (e.retry_after or 0.0) for e in throttled if isinstance(e, TransientError)
