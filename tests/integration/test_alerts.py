@@ -6,7 +6,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
+from orderflow.alerts.rules import evaluate
+from orderflow.tasks.models import Task
+from orderflow.wiring import alert_thresholds
 from tests.support.slack import SlackReceiver
 from tests.support.stack import ADDRESS, Stack, start_stack
 
@@ -129,3 +133,23 @@ def test_slack_being_down_delays_an_alert_but_neither_loses_it_nor_blocks_orders
     slack.down = False
     stack.work_until(lambda: bool(slack.received("dead letter")), timeout=30)
     assert len(slack.received("dead letter")) == 1
+
+
+def test_without_slack_or_logistics_addresses_alerts_are_logged_not_lost(stack: Stack) -> None:
+    """Nothing configured: the alert messages complete (logged), they never become dead letters."""
+    stack.product("WIDGET", stock=10)
+    order = stack.place(stack.customer(postcode="LOST"), [("WIDGET", 1)])
+    stack.place(stack.customer(country="XX"), [("WIDGET", 1)])
+    stack.work_until_status(order["id"], "delivery_failed")
+    with stack.db.transaction() as session:  # judge the conditions now rather than in 30 s
+        evaluate(session, alert_thresholds(stack.settings))
+
+    def delivered() -> bool:
+        with stack.db.read() as session:
+            kinds = session.execute(
+                select(Task.kind, Task.status).where(Task.kind.in_(["alert_slack", "alert_email"]))
+            ).all()
+        return bool(kinds) and all(status == "done" for _, status in kinds)
+
+    stack.work_until(delivered)
+    assert stack.api.get("/dead-letters", params={"step": "alert_slack"}).json()["total"] == 0

@@ -36,7 +36,7 @@ class SlackAlertStep:
                 channel="slack",
                 reason="no Slack webhook configured",
                 title=alert["title"],
-                event=alert["event"],
+                incident_event=alert["event"],
             )
             return
         self.slack.post(text)
@@ -62,7 +62,7 @@ class EmailAlertStep:
                 channel="email",
                 reason="no logistics e-mail configured",
                 title=alert["title"],
-                event=alert["event"],
+                incident_event=alert["event"],
             )
             return None
         message = EmailMessage()
