@@ -162,6 +162,8 @@ def evidence(**changes: Any) -> Evidence:
         bookings={"ORD-000001": 1, "ORD-000002": 1},
         mails=mails,
         dead_letters=0,
+        dead_letter_groups=[],
+        dead_events=[],
         stock_sold={"MUG": 3},
         stock_ordered={"MUG": 3},
         paydesk_by_status={"201": 2, "504": 1},
@@ -217,7 +219,12 @@ def test_checks_catch_every_broken_promise() -> None:
     assert verdict(histories={"ORD-000001": backward, "ORD-000002": []}) == [
         "backward status moves: 1"
     ]
-    assert verdict(dead_letters=2) == ["dead letters: 2"]
+    groups = [{"step": "book", "cause": "carrier said 422", "error_class": "permanent", "count": 2}]
+    assert verdict(dead_letters=2, dead_letter_groups=groups) == ["dead letters: 2 (2 book)"]
+    redriven = [{"kind": "book", "error": "Bob's Post: HTTP 400"}]
+    assert verdict(dead_events=redriven) == [
+        "tasks dead-lettered during the run (workers' logs): 1"
+    ]
 
 
 def test_a_same_message_id_redelivery_is_counted_but_allowed() -> None:

@@ -79,6 +79,8 @@ class Evidence:
     bookings: dict[str, int]  # Bob's Post: bookings by reference
     mails: list[dict[str, Any]]  # the sink's messages (subject, message_id, …)
     dead_letters: int
+    dead_letter_groups: list[dict[str, Any]]  # GET /dead-letters `groups`: cause, step, count
+    dead_events: list[dict[str, Any]]  # the workers' `task.dead` log events (even if redriven)
     stock_sold: dict[str, int]  # sku -> units the stock went down by
     stock_ordered: dict[str, int]  # sku -> units the accepted orders asked for
     paydesk_by_status: dict[str, int]
@@ -249,6 +251,8 @@ class Figures:
     orders_with_backward_moves: int
     off_path_moves: int
     dead_letters: int
+    dead_letter_groups: list[dict[str, Any]]
+    dead_lettered_during_run: dict[str, int]  # `kind: error` -> task.dead events logged
     stock_mismatches: int
     faults: dict[str, int]
     unexpected_exits: list[str]
@@ -355,6 +359,16 @@ def figures(evidence: Evidence) -> Figures:
         orders_with_backward_moves=orders_backward,
         off_path_moves=off_path,
         dead_letters=evidence.dead_letters,
+        dead_letter_groups=[
+            {k: g.get(k) for k in ("step", "cause", "error_class", "count")}
+            for g in evidence.dead_letter_groups
+        ],
+        dead_lettered_during_run=dict(
+            Counter(
+                f"{e.get('kind', '?')}: {str(e.get('error', ''))[:120]}"
+                for e in evidence.dead_events
+            )
+        ),
         stock_mismatches=sum(
             1
             for sku in set(evidence.stock_sold) | set(evidence.stock_ordered)
@@ -405,10 +419,16 @@ def violations(f: Figures) -> list[str]:
         "backward status moves": f.backward_moves,
         "moves off the happy path": f.off_path_moves,
         "dead letters": f.dead_letters,
+        "tasks dead-lettered during the run (workers' logs)": sum(
+            f.dead_lettered_during_run.values()
+        ),
         "stock mismatches": f.stock_mismatches,
         "processes that exited by themselves": len(f.unexpected_exits),
     }
     out += [f"{what}: {n}" for what, n in zero.items() if n]
+    if f.dead_letters:
+        steps = ", ".join(f"{g['count']} {g['step']}" for g in f.dead_letter_groups)
+        out[out.index(f"dead letters: {f.dead_letters}")] += f" ({steps})"
     if f.accepted == 0:
         out.append("no order was accepted")
     if f.recovery_seconds is None:
@@ -484,7 +504,17 @@ def summary(f: Figures, broken: Sequence[str], unseen: Sequence[str]) -> str:
         f"{f.same_message_id_redeliveries})",
         f"backward status moves        {f.backward_moves}   (off the happy path "
         f"{f.off_path_moves})",
-        f"dead letters                 {f.dead_letters}",
+        f"dead letters                 {f.dead_letters}"
+        + "".join(
+            f"\n  {g['count']} x {g['step']}: {g['cause']} ({g['error_class']})"
+            for g in f.dead_letter_groups
+        )
+        + (
+            f"   (dead-lettered during the run, from the workers' logs: "
+            f"{f.dead_lettered_during_run})"
+            if f.dead_lettered_during_run
+            else ""
+        ),
         f"stock mismatches             {f.stock_mismatches}",
         f"statuses at the end          {f.statuses}",
         "-" * 78,

@@ -38,6 +38,7 @@ window, and compared between the first and the last third of the sampled outage.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import random
@@ -274,6 +275,20 @@ def sample(group: ProcessGroup, target: probes.DatabaseTarget, at: float, phase:
         ),
         backends=None,
     )
+
+
+def dead_events(group: ProcessGroup) -> list[dict[str, Any]]:
+    """Every `task.dead` event the workers logged (a dead letter later redriven counts too)."""
+    found = []
+    for path in sorted({p.log_path for p in group.snapshot() if p.name.startswith("worker-")}):
+        with path.open(errors="replace") as log:
+            for line in log:
+                if line.startswith("{") and '"task.dead"' in line:
+                    try:
+                        found.append(dict(json.loads(line)))
+                    except ValueError:
+                        found.append({"error": line.strip()})
+    return found
 
 
 # --- the scenario -------------------------------------------------------------------------------
@@ -527,6 +542,7 @@ def _run(
             exits.append(f"the killer thread failed: {killer.error!r}")
         carrier = stack.carrier_stats()
         paydesk = stack.paydesk_stats()
+        dead = stack.dead_letters()
         evidence = Evidence(
             scenario={
                 "orders": o.orders,
@@ -557,7 +573,9 @@ def _run(
             charges=dict(paydesk["charges_by_order_reference"]),
             bookings=dict(carrier["bookings_by_reference"]),
             mails=stack.mails(),
-            dead_letters=int(stack.dead_letters()["total"]),
+            dead_letters=int(dead["total"]),
+            dead_letter_groups=list(dead["groups"]),
+            dead_events=dead_events(stack.group),
             stock_sold={sku: units - stack.stock(sku) for sku, units in s.stock.items()},
             stock_ordered=dict(s.ordered),
             paydesk_by_status=dict(paydesk["requests_by_status"]),
