@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import random
+import signal
 import threading
 import time
 import uuid
@@ -176,7 +177,6 @@ class _Killer(threading.Thread):
         self.generation: dict[str, int] = {}
         self.kills = 0
         self.spared: set[str] = set()  # slots not to kill for now
-        self.crashed: list[str] = []
         self.error: BaseException | None = None
         for slot in slots:
             self.current[slot] = stack.start_worker(f"{slot}.1", wait=False, log_name=slot)
@@ -200,11 +200,12 @@ class _Killer(threading.Thread):
                 return
             slot = self.rng.choice(slots)
             proc = self.current[slot]
-            if proc.alive():
-                proc.kill9()
-                self.kills += 1
-            else:
-                self.crashed.append(f"{proc.describe()}:\n{proc.tail(20)}")
+            if proc.alive():  # one that exited by itself is reported at the end
+                try:
+                    proc.kill9()
+                    self.kills += 1
+                except ProcessLookupError:
+                    proc.popen.wait(timeout=10)
             self.generation[slot] += 1
             name = f"{slot}.{self.generation[slot]}"
             self.current[slot] = self.stack.start_worker(name, wait=False, log_name=slot)
@@ -213,10 +214,6 @@ class _Killer(threading.Thread):
         self.halt.set()
         if self.is_alive():
             self.join(timeout=30)
-
-    def workers(self) -> list[Proc]:
-        with self.lock:
-            return list(self.current.values())
 
 
 class _Monitor(threading.Thread):
@@ -293,6 +290,8 @@ def dead_events(group: ProcessGroup) -> list[dict[str, Any]]:
 
 # --- the scenario -------------------------------------------------------------------------------
 class _Scenario:
+    """The steps of the timeline (see the module docstring) and what they recorded."""
+
     def __init__(self, options: ChaosOptions, stack: Cluster, say: Callable[[str], None]) -> None:
         self.o = options
         self.stack = stack
@@ -532,11 +531,10 @@ def _run(
         time.sleep(1.0)  # anything late (a retry, a duplicate) has time to show up
         s.note("gathering the evidence")
         monitor.stop()
-        exits = list(killer.crashed)
-        exits += [
+        exits = [  # every process not killed by the killer must still be running
             f"{p.describe()}:\n{p.tail(20)}"
             for p in stack.group.snapshot()
-            if not p.alive() and p.popen.returncode != -9
+            if not p.alive() and p.popen.returncode != -signal.SIGKILL
         ]
         if killer.error is not None:
             exits.append(f"the killer thread failed: {killer.error!r}")
