@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -10,8 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from orderflow.shipping.bobs_post import Booking
 from orderflow.shipping.models import CarrierEvent
 from orderflow.shipping.signature import HEADER, sign
+from orderflow.tasks.queue import ClaimedTask
 from tests.support.stack import Stack, start_stack
 
 
@@ -197,3 +200,50 @@ def test_ambiguous_failures_never_charge_or_book_twice(stack: Stack) -> None:
     refs = {o["reference"]: 1 for o in orders}
     assert stack.outside.paydesk_stats()["charges_by_order_reference"] == refs
     assert stack.outside.carrier_stats()["bookings_by_reference"] == refs
+
+
+def test_webhook_racing_its_booking_commit_is_applied_when_the_booking_commits(
+    stack: Stack,
+) -> None:
+    """A 'collected' webhook arriving while its booking is being committed ships the order."""
+    stack.outside.carrier_switches(progress_seconds=3600, webhook_url=None)
+    customer = stack.customer()
+    stack.product("WIDGET", stock=5)
+    order = stack.place(customer, [("WIDGET", 1)])
+    stack.work_until_status(order["id"], "paid")
+    book = stack.worker.steps["book"]
+    booking = Booking(shipment_id="bp_shp_race", tracking_number="BP000RACE", status="booked")
+    task = ClaimedTask(
+        id=0, key=f"{order['reference']}:book", kind="book", order_id=order["id"],
+        payload={}, attempts=1, lease_token="race",
+    )  # fmt: skip
+    in_booking, release = threading.Event(), threading.Event()
+
+    def commit_booking() -> None:
+        with stack.db.transaction() as session:
+            book.complete(session, task, booking)  # records the booking, replays unmatched
+            in_booking.set()
+            release.wait(10)  # hold the commit while the webhook arrives
+
+    booker = threading.Thread(target=commit_booking)
+    booker.start()
+    assert in_booking.wait(10)
+    secret = stack.outside.webhook_secret
+    body = _event("bp_shp_race", "collected", "evt-race", order["reference"])
+    answers: list[httpx.Response] = []
+    poster = threading.Thread(
+        target=lambda: answers.append(
+            _post_webhook(stack, body, sign(secret, body, int(time.time())))
+        )
+    )
+    poster.start()
+    poster.join(1.0)  # the webhook must wait for the booking's commit, not overtake it
+    release.set()
+    booker.join(10)
+    poster.join(10)
+    assert answers and answers[0].status_code == 200, answers
+    assert answers[0].json()["status"] == "applied"
+    with stack.db.read() as session:
+        outcomes = session.scalars(select(CarrierEvent.outcome)).all()
+    assert outcomes == ["applied"]
+    assert stack.order(order["id"])["status"] == "shipped"

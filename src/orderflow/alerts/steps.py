@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from orderflow.alerts import incidents
 from orderflow.alerts.slack import SlackClient
 from orderflow.notifications.mailer import Mailer
+from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
 
 log = structlog.get_logger("orderflow.alerts")
@@ -21,11 +22,14 @@ EMOJI = {"opened": ":red_circle:", "update": ":warning:", "resolved": ":white_ch
 class SlackAlertStep:
     kind = incidents.SLACK
     dependency = "slack"
+    marks_performed = True  # a Slack message has no idempotency key: exactly one, per message
 
     def __init__(self, slack: SlackClient | None) -> None:
         self.slack = slack
 
-    def prepare(self, session: Session, task: ClaimedTask) -> dict[str, Any]:
+    def prepare(self, session: Session, task: ClaimedTask) -> dict[str, Any] | None:
+        if queue.performed(task):
+            return None  # posted by an earlier attempt that died before recording it
         return dict(task.payload)
 
     def perform(self, alert: dict[str, Any]) -> None:
@@ -48,6 +52,7 @@ class SlackAlertStep:
 class EmailAlertStep:
     kind = incidents.EMAIL
     dependency = "smtp"
+    marks_performed = True
 
     def __init__(self, mailer: Mailer, mail_from: str, to: str | None) -> None:
         self.mailer = mailer
@@ -56,6 +61,8 @@ class EmailAlertStep:
 
     def prepare(self, session: Session, task: ClaimedTask) -> EmailMessage | None:
         alert = task.payload
+        if queue.performed(task):
+            return None  # sent by an earlier attempt that died before recording it
         if self.to is None:
             log.warning(
                 "alert.unsent",

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from orderflow import deferred
 from orderflow.audit import verify_bundle
 from orderflow.audit.models import AuditArchived, AuditEntry
 from orderflow.audit.verify_bundle import GENESIS as GENESIS
@@ -104,12 +105,73 @@ class ChainHead:
 
 def lock_head(session: Session, order_id: int) -> ChainHead:
     """Lock the order row (on PostgreSQL; SQLite's write lock covers it) and read its head."""
+    batch = deferred.current()
+    if batch is not None and order_id in batch.heads:
+        held = batch.heads[order_id]  # locked by this transaction: memory is the truth
+        return ChainHead(status=held.status, seq=held.seq, hash=held.hash)
     row = session.execute(
         select(Order.status, Order.audit_seq, Order.audit_head)
         .where(Order.id == order_id)
         .with_for_update()
     ).one()
-    return ChainHead(status=row.status, seq=row.audit_seq, hash=row.audit_head or GENESIS)
+    head = ChainHead(status=row.status, seq=row.audit_seq, hash=row.audit_head or GENESIS)
+    if batch is not None:
+        batch.heads[order_id] = deferred.Head(head.seq, head.status, head.seq, head.hash)
+    return head
+
+
+def lock_heads(session: Session, order_ids: list[int]) -> None:
+    """Lock many order rows in one statement, in id order (one global lock order for all
+    writers); in a deferred batch, keep their heads. Ids of no order are ignored."""
+    batch = deferred.current()
+    wanted = sorted(set(order_ids) - (batch.heads.keys() if batch else set()))
+    if not wanted:
+        return
+    rows = session.execute(
+        select(Order.id, Order.status, Order.audit_seq, Order.audit_head)
+        .where(Order.id.in_(wanted))
+        .order_by(Order.id)
+        .with_for_update()
+    ).all()
+    if batch is not None:
+        for row in rows:
+            batch.heads[row.id] = deferred.Head(
+                row.audit_seq, row.status, row.audit_seq, row.audit_head or GENESIS
+            )
+
+
+def flush_heads(session: Session, batch: deferred.Deferred) -> None:
+    """Move every order row the batch moved, in one statement, guarded by the locked seq."""
+    moved = [(order_id, h) for order_id, h in sorted(batch.heads.items()) if h.updated_at]
+    if not moved:
+        return
+    table = Order.__table__
+    assert isinstance(table, Table)
+    result = session.connection().execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.audit_seq == bindparam("b_locked"))
+        .values(
+            status=bindparam("b_status"),
+            audit_seq=bindparam("b_seq"),
+            audit_head=bindparam("b_hash"),
+            updated_at=bindparam("b_at"),
+        ),
+        [
+            {
+                "b_id": order_id,
+                "b_locked": h.locked_seq,
+                "b_status": h.status,
+                "b_seq": h.seq,
+                "b_hash": h.hash,
+                "b_at": h.updated_at,
+            }
+            for order_id, h in moved
+        ],
+    )
+    if result.rowcount not in (len(moved), -1):
+        raise RuntimeError("an order changed under a lock held by this batch")
+    for _, h in moved:
+        h.locked_seq, h.updated_at = h.seq, None
 
 
 def append(
@@ -142,6 +204,14 @@ def append(
     }
     digest = entry_hash(**fields, prev_hash=head.hash)
     session.add(AuditEntry(**fields, prev_hash=head.hash, hash=digest))
+    batch = deferred.current()
+    held = batch.heads.get(order_id) if batch is not None else None
+    if held is not None:  # a row this batch locked: moved once, when the batch flushes
+        if (held.seq, held.status) != (head.seq, head.status):
+            raise RuntimeError(f"order {order_id}: append after a stale head (seq {head.seq})")
+        held.status, held.seq, held.hash = to_status or head.status, seq, digest
+        held.updated_at = at
+        return ChainHead(status=held.status, seq=seq, hash=digest)
     values: dict[str, Any] = {"audit_seq": seq, "audit_head": digest, "updated_at": at}
     if to_status:
         values["status"] = to_status

@@ -19,6 +19,7 @@ from orderflow.orders.status import OrderStatus
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
 from orderflow.shipping.vocabulary import ShipmentStatus
+from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
 
 ACTOR = "worker:notifications"
@@ -28,11 +29,13 @@ ACTOR = "worker:notifications"
 class Mail:
     milestone: str
     message: EmailMessage
+    sent: bool = False  # an earlier attempt's SMTP server accepted it: record, do not resend
 
 
 class NotifyStep:
     kind = workflow.NOTIFY
     dependency = workflow.DEPENDENCY_OF[kind]
+    marks_performed = True  # an e-mail has no idempotency key: exactly one, per message
 
     def __init__(self, mailer: Mailer, mail_from: str) -> None:
         self.mailer = mailer
@@ -74,9 +77,11 @@ class NotifyStep:
             mail_from=self.mail_from,
             context=context,
         )
-        return Mail(milestone=milestone, message=message)
+        return Mail(milestone=milestone, message=message, sent=queue.performed(task))
 
     def perform(self, mail: Mail) -> Mail:
+        if mail.sent:
+            return mail
         self.mailer.send(mail.message)
         EMAILS_SENT.labels(mail.milestone).inc()
         return mail

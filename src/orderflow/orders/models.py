@@ -17,6 +17,16 @@ def order_reference(order_id: int) -> str:
     return f"ORD-{order_id:06d}"
 
 
+def order_id_of(reference: str | None) -> int | None:
+    """The order id a reference names (`ORD-000123` → 123); None if it names none of ours."""
+    if not reference or not reference.startswith("ORD-"):
+        return None
+    digits = reference[4:]
+    if not (6 <= len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+        return None
+    return int(digits)
+
+
 def parse_order_reference(reference: str) -> int | None:
     prefix, _, digits = reference.partition("-")
     return int(digits) if prefix == "ORD" and digits.isdigit() else None

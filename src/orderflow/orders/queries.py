@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from orderflow.audit.models import AuditEntry
+from orderflow.catalog.models import Customer
 from orderflow.dependencies import health
 from orderflow.dependencies.queries import waiting_for
 from orderflow.errors import NotFound
@@ -34,6 +35,18 @@ def summary(order: Order) -> dict[str, Any]:
         "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),
     }
+
+
+def preload(session: Session, order_ids: set[int]) -> None:
+    """Load these orders with their lines and customers in three statements, so the steps'
+    reads of them (`session.get`) are answered from the session, not one query each."""
+    if not order_ids:
+        return
+    orders = session.scalars(
+        select(Order).where(Order.id.in_(sorted(order_ids))).options(selectinload(Order.lines))
+    ).all()
+    customer_ids = sorted({o.customer_id for o in orders})
+    session.scalars(select(Customer).where(Customer.id.in_(customer_ids))).all()
 
 
 def order_view(session: Session, order_id: int) -> dict[str, Any]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from orderflow import outbox
+from orderflow import deferred, outbox
 from orderflow.audit import chain
 from orderflow.catalog.models import Customer, Product
 from orderflow.errors import Conflict, Invalid, NotFound
@@ -18,6 +20,7 @@ from orderflow.orders import workflow
 from orderflow.orders.models import Order, OrderLine
 from orderflow.orders.status import CANCELLABLE, IllegalTransition, OrderStatus, check
 from orderflow.payments.models import Payment
+from orderflow.tasks import queue
 
 MAX_QUANTITY = 10_000
 
@@ -176,6 +179,22 @@ def move(
     )
     outbox.emit(session, f"order.{target}", order_id, {"from": current, **(details or {})})
     return current
+
+
+@contextmanager
+def deferred_writes(session: Session) -> Iterator[Callable[[], None]]:
+    """Within this block, order moves and queued tasks are kept in memory and written on
+    exit, one statement per table (see `orderflow.deferred`); the block gets a `flush` to
+    write them earlier. Orders are locked as usual, so nobody sees them half-moved."""
+    with deferred.deferring() as batch, session.no_autoflush:
+
+        def flush() -> None:
+            session.flush()
+            chain.flush_heads(session, batch)
+            queue.flush_deferred(session, batch)
+
+        yield flush
+        flush()
 
 
 def lock(session: Session, order_id: int) -> OrderStatus:

@@ -13,12 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from orderflow import deferred
 from orderflow.clock import now
 from orderflow.db import insert_ignore
 from orderflow.tasks.errors import ErrorClass
 from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
+
+PERFORMED = "performed_at"  # payload key set by mark_performed
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,12 @@ def enqueue(
         "run_at": run_at or now(),
         "attempts": 0,
         "created_at": now(),
+        "finished_at": None,
     }
+    batch = deferred.current()
+    if batch is not None:  # written with the batch's other new tasks, in one statement
+        batch.new_tasks.setdefault(key, values)
+        return
     insert_ignore(session, Task, values, "key")
 
 
@@ -118,8 +127,34 @@ def _guarded(session: Session, task: ClaimedTask, **values: Any) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def owned(session: Session, tasks: Collection[ClaimedTask]) -> set[int]:
+    """Lock the claimed tasks still held under their lease; the ids of those still ours.
+
+    Once locked they stay ours until the transaction ends, so a deferred batch can finish
+    them without checking each one again."""
+    if not tasks:
+        return set()
+    tokens = {t.lease_token for t in tasks}
+    rows = session.execute(
+        select(Task.id, Task.lease_owner)
+        .where(
+            Task.id.in_([t.id for t in tasks]),
+            Task.status == TaskStatus.RUNNING,
+            Task.lease_owner.in_(tokens),
+        )
+        .order_by(Task.id)
+        .with_for_update()
+    ).all()
+    by_id = {t.id: t.lease_token for t in tasks}
+    return {r.id for r in rows if by_id.get(r.id) == r.lease_owner}
+
+
 def finish(session: Session, task: ClaimedTask) -> bool:
     """Mark done. False if the lease was lost: the caller must then discard its results."""
+    batch = deferred.current()
+    if batch is not None:  # the batch locked it with `owned`: still ours
+        batch.finished.append(task.id)
+        return True
     return _guarded(
         session,
         task,
@@ -176,6 +211,37 @@ def bury(session: Session, task: ClaimedTask, *, error_class: ErrorClass, error:
     )
 
 
+def mark_performed(session: Session, task: ClaimedTask) -> bool:
+    """Note on the task that its outside effect happened (for effects without an idempotency
+    key, such as an e-mail): committed on its own right after the effect, so that a crash
+    before the batch commits never repeats it. False if the lease was lost."""
+    return _guarded(session, task, payload={**task.payload, PERFORMED: now().isoformat()})
+
+
+def performed(task: ClaimedTask) -> bool:
+    """Whether an earlier attempt at this task already performed its outside effect."""
+    return PERFORMED in task.payload
+
+
+def flush_deferred(session: Session, batch: deferred.Deferred) -> None:
+    """Write what a deferred batch queued and finished: one statement each."""
+    if batch.new_tasks:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(
+            insert(Task).on_conflict_do_nothing(index_elements=["key"]),
+            list(batch.new_tasks.values()),
+        )
+        batch.new_tasks.clear()
+    if batch.finished:
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(batch.finished))
+            .values(status=TaskStatus.DONE, finished_at=now(), lease_owner=None, lease_until=None)
+        )
+        batch.finished.clear()
+
+
 def _first_failed(task: ClaimedTask, at: datetime) -> Any:
     return func.coalesce(Task.first_failed_at, at)
 
@@ -207,6 +273,10 @@ def record_attempt(
 
 def postpone_ready(session: Session, key: str, run_at: datetime) -> None:
     """Move a waiting task's due time (e.g. a tracking poll, when a webhook made it needless)."""
+    batch = deferred.current()
+    if batch is not None and key in batch.new_tasks:  # queued by this batch, not yet written
+        batch.new_tasks[key]["run_at"] = run_at
+        return
     session.execute(
         update(Task).where(Task.key == key, Task.status == TaskStatus.READY).values(run_at=run_at)
     )
@@ -214,6 +284,10 @@ def postpone_ready(session: Session, key: str, run_at: datetime) -> None:
 
 def cancel_ready(session: Session, key: str) -> None:
     """A waiting task that is no longer needed is done (e.g. polling a delivered parcel)."""
+    batch = deferred.current()
+    if batch is not None and key in batch.new_tasks:  # queued by this batch, not yet written
+        batch.new_tasks[key].update(status=TaskStatus.DONE, finished_at=now())
+        return
     session.execute(
         update(Task)
         .where(Task.key == key, Task.status == TaskStatus.READY)

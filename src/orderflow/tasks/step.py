@@ -41,3 +41,10 @@ class Step(Protocol):
 
     def complete(self, session: Session, task: ClaimedTask, result: Any) -> Reschedule | None:
         """Record the result: state transition, history, next tasks, events."""
+
+
+# A step whose outside effect carries no idempotency key (an e-mail, a Slack message) sets
+# `marks_performed = True`: the worker then commits `queue.mark_performed` on its own right
+# after `perform` succeeds, and the step's `prepare` must not repeat the effect once
+# `queue.performed(task)` says so. A crash can then repeat only the message in flight at that
+# instant, never a whole batch's.

@@ -31,6 +31,7 @@ from orderflow.db import Database
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.observability.metrics import STEP_SECONDS
+from orderflow.orders import queries, service
 from orderflow.orders.models import order_reference
 from orderflow.tasks import queue
 from orderflow.tasks.errors import (
@@ -117,15 +118,22 @@ class Worker:
             return 0
         runs = [_Run(task) for task in claimed]
         with self.db.read() as session:
+            queries.preload(session, {r.task.order_id for r in runs if r.task.order_id})
             for run in runs:
                 self._prepare(session, run)
         list(self._pool.map(self._perform, [r for r in runs if r.work is not _NOTHING]))
         # One global lock order (by order id) for every worker's commit, so two batches that
         # touch the same orders queue behind each other instead of deadlocking.
         runs.sort(key=lambda r: (r.task.order_id or 0, r.task.id))
-        with self.db.transaction() as session:
-            for run in runs:
-                self._commit(session, run)
+        try:
+            self._commit_batch(runs)
+        except Exception as exc:
+            # Something in the batch failed to record (a bug in one step, a deadlock): record
+            # task by task instead, each under its own savepoint, so it spoils nothing else.
+            log.warning("worker.batch_fallback", worker=self.name, error=describe(exc))
+            with self.db.transaction() as session:
+                for run in runs:
+                    self._commit(session, run)
         # Advisory, so in its own short transaction: never holds up or rolls back the batch.
         with self.db.transaction() as session:
             self._report_health(session, runs)
@@ -204,10 +212,50 @@ class Worker:
         run.started_at = now()
         try:
             if run.work is not None:
-                run.result = self._step(run.task).perform(run.work)
+                step = self._step(run.task)
+                run.result = step.perform(run.work)
+                if getattr(step, "marks_performed", False):
+                    self._mark_performed(run.task)
         except Exception as exc:
             run.error = exc
         run.finished_at = now()
+
+    def _mark_performed(self, task: ClaimedTask) -> None:
+        """Commit, on its own, that the effect happened (see `Step`): the batch may die first."""
+        try:
+            with self.db.transaction() as session:
+                queue.mark_performed(session, task)
+        except Exception:  # the effect happened all the same: record it with the batch
+            log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
+
+    def _commit_batch(self, runs: list[_Run]) -> None:
+        """Record the whole batch in one transaction with one statement per table.
+
+        Order work is deferred (see `orderflow.deferred`): the batch's tasks and orders are
+        locked up front, each step records its outcome in memory where it can, and the rows
+        are written at the end. Work of no order (periodic jobs, alerts) follows, one
+        savepoint each. Any failure rolls everything back and the caller records task by task.
+        """
+        orders = [r for r in runs if r.task.order_id is not None]
+        others = [r for r in runs if r.task.order_id is None]
+        with self.db.transaction() as session:
+            with service.deferred_writes(session) as flush:
+                mine = queue.owned(session, [r.task for r in orders])
+                chain.lock_heads(
+                    session,
+                    [r.task.order_id for r in orders if r.task.id in mine],  # type: ignore[misc]
+                )
+                touched: set[int | None] = set()
+                for run in orders:
+                    if run.task.id not in mine:
+                        log.warning("task.lease_lost", task_id=run.task.id, worker=self.name)
+                        continue
+                    if run.task.order_id in touched:
+                        flush()  # a second task of one order reads what the first wrote
+                    touched.add(run.task.order_id)
+                    self._apply(session, run)
+            for run in others:
+                self._commit(session, run)
 
     def _commit(self, session: Session, run: _Run) -> None:
         task = run.task

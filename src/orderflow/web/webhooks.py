@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orderflow.clock import after
 from orderflow.observability.metrics import WEBHOOKS
+from orderflow.orders import service
 from orderflow.shipping import signature, tracking
 from orderflow.shipping.bobs_post import CARRIER, parse_time
 from orderflow.web.context import Context
@@ -55,7 +56,7 @@ async def bobs_post_webhook(request: Request, ctx: Context) -> dict[str, Any] | 
         return {"status": "ignored"}
 
     def apply() -> str:
-        with ctx.db.transaction() as session:
+        with ctx.db.transaction() as session, service.deferred_writes(session):
             return tracking.observe(
                 session,
                 carrier=CARRIER,

@@ -1,0 +1,53 @@
+"""Writes a worker's batch defers to its end, so each table gets one statement per batch.
+
+Inside `deferring()`, the hash chain keeps the heads of orders locked up front in memory and
+moves each order row once, and the task queue buffers the tasks it queues and finishes; the
+worker then writes them all with `chain.flush_heads` and `queue.flush_deferred`. Outside it
+(the API, the CLI, the slow path of a batch) every call writes at once. The order row stays
+the one lock for everything about an order: heads are only deferred for rows this
+transaction holds, so nobody else can read or move them before the batch commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class Head:
+    """An order's chain head as locked (`locked_seq`) and as moved since (the rest)."""
+
+    locked_seq: int
+    status: str
+    seq: int
+    hash: str
+    updated_at: datetime | None = None  # set once the batch moved it
+
+
+@dataclass
+class Deferred:
+    heads: dict[int, Head] = field(default_factory=dict)
+    new_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # by task key
+    finished: list[int] = field(default_factory=list)  # ids of tasks done
+
+
+_current: ContextVar[Deferred | None] = ContextVar("orderflow_deferred", default=None)
+
+
+def current() -> Deferred | None:
+    return _current.get()
+
+
+@contextmanager
+def deferring() -> Iterator[Deferred]:
+    deferred = Deferred()
+    token = _current.set(deferred)
+    try:
+        yield deferred
+    finally:
+        _current.reset(token)
