@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from orderflow.tasks.errors import PermanentError, TransientError
+from orderflow.tasks.errors import NOT_PROCESSED_STATUSES, PermanentError, TransientError
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -55,7 +55,12 @@ def raise_for_status(response: httpx.Response, api: str) -> None:
         response
     )
     if status >= 500 or status in TRANSIENT_STATUSES:
-        raise TransientError(message, http_status=status, retry_after=retry_after(response))
+        raise TransientError(
+            message,
+            http_status=status,
+            retry_after=retry_after(response),
+            may_have_happened=status not in NOT_PROCESSED_STATUSES,
+        )
     raise PermanentError(message, http_status=status)
 
 
@@ -64,6 +69,11 @@ def transport_errors(api: str) -> Iterator[None]:
     """Network failures are transient; a timeout is ambiguous, which retrying resolves."""
     try:
         yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        # Never connected: the request cannot have had any effect.
+        raise TransientError(
+            f"{api}: {type(exc).__name__}: {exc}", may_have_happened=False
+        ) from exc
     except httpx.TimeoutException as exc:
         raise TransientError(f"{api}: timed out ({type(exc).__name__}); outcome unknown") from exc
     except httpx.TransportError as exc:

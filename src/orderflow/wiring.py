@@ -48,6 +48,7 @@ class Adapters:
     def close(self) -> None:
         self.paydesk.close()
         self.carrier.close()
+        self.mailer.close()
         if self.slack is not None:
             self.slack.close()
 

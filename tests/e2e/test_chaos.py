@@ -230,12 +230,17 @@ def test_checks_catch_every_broken_promise() -> None:
     ]
 
 
-def test_a_same_message_id_redelivery_is_counted_but_allowed() -> None:
-    """The contract allows resending the same message after a crash mid-send."""
+def test_same_message_id_redeliveries_are_bounded() -> None:
+    """One e-mail resent after a kill mid-send is within the bound (1 per 300 orders); two
+    for the same few orders are a violation: a kill may repeat a message, never a batch."""
     again = [*evidence().mails, evidence().mails[0]]
     f = figures(evidence(mails=again))
     assert (f.same_message_id_redeliveries, f.double_shipped_emails) == (1, 0)
     assert violations(f) == []
+    twice = [*again, evidence().mails[1]]
+    assert verdict(mails=twice) == [
+        '"shipped" e-mails sent twice (same Message-ID): 2, more than 1 for 2 orders'
+    ]
 
 
 def test_growth_is_measured_within_a_process_and_judged() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -26,13 +28,14 @@ class SlackAlertStep:
 
     def __init__(self, slack: SlackClient | None) -> None:
         self.slack = slack
+        self._one_at_a_time = threading.Lock()
 
     def prepare(self, session: Session, task: ClaimedTask) -> dict[str, Any] | None:
         if queue.performed(task):
             return None  # posted by an earlier attempt that died before recording it
         return dict(task.payload)
 
-    def perform(self, alert: dict[str, Any]) -> None:
+    def perform(self, alert: dict[str, Any], mark: Callable[[], None] | None = None) -> None:
         text = f"{EMOJI.get(alert['event'], '')} *{alert['title']}*\n{alert['text']}".strip()
         if self.slack is None:
             log.warning(
@@ -43,7 +46,10 @@ class SlackAlertStep:
                 incident_event=alert["event"],
             )
             return
-        self.slack.post(text)
+        with self._one_at_a_time:  # at most one message posted but not yet recorded
+            self.slack.post(text)
+            if mark is not None:
+                mark()
 
     def complete(self, session: Session, task: ClaimedTask, result: None) -> None:
         return None
@@ -83,8 +89,8 @@ class EmailAlertStep:
         message.set_content(alert["text"] + "\n\n-- orderflow\n")
         return message
 
-    def perform(self, message: EmailMessage) -> None:
-        self.mailer.send(message)
+    def perform(self, message: EmailMessage, mark: Callable[[], None] | None = None) -> None:
+        self.mailer.send(message, on_accepted=mark)
 
     def complete(self, session: Session, task: ClaimedTask, result: None) -> None:
         return None

@@ -404,6 +404,14 @@ def figures(evidence: Evidence) -> Figures:
 
 
 # --- verdicts -----------------------------------------------------------------------------------
+def redelivery_bound(orders: int) -> int:
+    """How many e-mails a kill -9 may repeat: at most 1 per 300 orders (rounded up).
+
+    An e-mail is recorded as sent in its own commit right after the SMTP server accepts it, so
+    a kill can repeat only a message in flight at that instant, never a whole batch's."""
+    return -(-orders // 300)
+
+
 def violations(f: Figures) -> list[str]:
     """Every broken promise, one line each; empty when the run kept them all."""
     out = []
@@ -426,6 +434,12 @@ def violations(f: Figures) -> list[str]:
         "processes that exited by themselves": len(f.unexpected_exits),
     }
     out += [f"{what}: {n}" for what, n in zero.items() if n]
+    allowed = redelivery_bound(f.accepted)
+    if f.same_message_id_redeliveries > allowed:
+        out.append(
+            f'"shipped" e-mails sent twice (same Message-ID): '
+            f"{f.same_message_id_redeliveries}, more than {allowed} for {f.accepted} orders"
+        )
     if f.dead_letters:
         steps = ", ".join(f"{g['count']} {g['step']}" for g in f.dead_letter_groups)
         out[out.index(f"dead letters: {f.dead_letters}")] += f" ({steps})"
@@ -501,7 +515,7 @@ def summary(f: Figures, broken: Sequence[str], unseen: Sequence[str]) -> str:
         f"{f.missing_bookings})",
         f'double "shipped" e-mails     {f.double_shipped_emails}   (sent {f.shipped_emails}, '
         f"missing {f.missing_shipped_emails}; same-Message-ID redeliveries "
-        f"{f.same_message_id_redeliveries})",
+        f"{f.same_message_id_redeliveries}, at most {redelivery_bound(f.accepted)} allowed)",
         f"backward status moves        {f.backward_moves}   (off the happy path "
         f"{f.off_path_moves})",
         f"dead letters                 {f.dead_letters}"

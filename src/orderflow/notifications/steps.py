@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -79,10 +80,10 @@ class NotifyStep:
         )
         return Mail(milestone=milestone, message=message, sent=queue.performed(task))
 
-    def perform(self, mail: Mail) -> Mail:
+    def perform(self, mail: Mail, mark: Callable[[], None] | None = None) -> Mail:
         if mail.sent:
             return mail
-        self.mailer.send(mail.message)
+        self.mailer.send(mail.message, on_accepted=mark)
         EMAILS_SENT.labels(mail.milestone).inc()
         return mail
 

@@ -34,6 +34,16 @@ DEPENDENCY_OF = {
 }
 
 
+# Lanes: when more work is due than a batch takes, a dependency's lower lane is claimed first,
+# so that tracking polls never hold up bookings at the carrier's rate limit.
+LANES = {CHARGE: 0, REFUND: 0, BOOK: 1, CANCEL_SHIPMENT: 1, TRACK: 2, NOTIFY: 3}
+OTHER_LANE = 4  # alerts, periodic jobs, redrives
+
+
+def lane_of(kind: str) -> int:
+    return LANES.get(kind, OTHER_LANE)
+
+
 def key(order_id: int, step: str, detail: str | None = None) -> str:
     base = f"{order_reference(order_id)}:{step}"
     return f"{base}:{detail}" if detail else base

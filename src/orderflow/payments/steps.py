@@ -14,6 +14,7 @@ from orderflow.orders.models import Order
 from orderflow.orders.status import OrderStatus
 from orderflow.payments.models import Payment
 from orderflow.payments.paydesk import Charged, Declined, PaydeskClient, Refunded
+from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
 
 ACTOR = "worker:payments"
@@ -45,7 +46,7 @@ class ChargeStep:
         ):
             return None  # already settled (a repeat after a crash between commit and ack)
         cancelled_first = order.status != OrderStatus.PLACED
-        if cancelled_first and task.attempts == 1:
+        if cancelled_first and not queue.may_have_happened(task):
             return None  # no earlier attempt can have reached Paydesk
         customer = session.get(Customer, order.customer_id)
         assert customer is not None

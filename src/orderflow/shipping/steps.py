@@ -24,6 +24,7 @@ from orderflow.tasks.queue import ClaimedTask
 from orderflow.tasks.step import Reschedule
 
 ACTOR = "worker:shipping"
+KEY_KEPT = timedelta(days=29)  # Bob's Post honours an Idempotency-Key for 30 days
 
 
 def booking_request(order: Order) -> dict[str, Any]:
@@ -80,17 +81,26 @@ class BookStep:
         ):
             return None
         paid = order.status == OrderStatus.PAID
-        if not paid and task.attempts == 1:
+        maybe_booked = queue.may_have_happened(task)
+        if not paid and not maybe_booked:
             return None  # cancelled before any attempt could reach the carrier
         revision = int(order.ship_to.get("revision", 0))
+        # After an attempt that may have booked, booking again with the same key returns that
+        # booking (Bob's Post keeps keys 30 days): a look-up by reference is needed only to
+        # undo one (cancelled), when the key changed (corrected address), or when it expired.
+        key_expired = task.created_at is not None and now() - task.created_at > KEY_KEPT
         return BookWork(
             # A corrected address is a different booking request: it gets its own key.
             idempotency_key=task.key if revision == 0 else f"{task.key}:r{revision}",
             reference=order.reference,
             body=booking_request(order),
-            look_first=task.attempts > 1,
+            look_first=maybe_booked and (not paid or revision > 0 or key_expired),
             book=paid,
         )
+
+    def requests(self, task: ClaimedTask) -> int:
+        """Calls to the carrier this task may make (for the shared rate limit)."""
+        return 2 if queue.may_have_happened(task) else 1
 
     def perform(self, work: BookWork) -> Booking | None:
         if work.look_first:

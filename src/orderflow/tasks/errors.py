@@ -33,10 +33,18 @@ class TransientError(StepError):
     error_class = ErrorClass.TRANSIENT
 
     def __init__(
-        self, message: str, *, http_status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        may_have_happened: bool = True,
     ) -> None:
         super().__init__(message, http_status=http_status)
         self.retry_after = retry_after
+        # False only when the request surely had no effect (refused, 429, 503): then a retry
+        # needs no reconciliation first.
+        self.may_have_happened = may_have_happened
 
 
 class PermanentError(StepError):
@@ -45,6 +53,8 @@ class PermanentError(StepError):
 
 # Answers that mean "the service is down or busy", not "this request is bad": never exhausts.
 OUTAGE_STATUSES = frozenset({408, 429, 502, 503, 504})
+# Answers after which the request surely had no effect: it was refused, not processed.
+NOT_PROCESSED_STATUSES = frozenset({408, 425, 429, 503})
 
 
 def exhausts(exc: BaseException, attempts: int, max_attempts: int | None) -> bool:

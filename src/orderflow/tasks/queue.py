@@ -23,6 +23,9 @@ from orderflow.tasks.errors import ErrorClass
 from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
 
 PERFORMED = "performed_at"  # payload key set by mark_performed
+# Payload keys kept by `retry`: how many attempts have a recorded outcome, and whether one of
+# them failed in a way that may still have reached the outside world.
+RECORDED, UNCERTAIN = "recorded_attempts", "uncertain"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ClaimedTask:
     payload: dict[str, Any]
     attempts: int  # including this one
     lease_token: str
+    created_at: datetime | None = None
 
 
 def enqueue(
@@ -62,6 +66,17 @@ def enqueue(
         batch.new_tasks.setdefault(key, values)
         return
     insert_ignore(session, Task, values, "key")
+
+
+CLAIMED_COLUMNS = (
+    Task.id,
+    Task.key,
+    Task.kind,
+    Task.order_id,
+    Task.payload,
+    Task.attempts,
+    Task.created_at,
+)
 
 
 def claim(
@@ -97,7 +112,15 @@ def claim(
             lease_until=at + timedelta(seconds=lease_seconds),
             attempts=Task.attempts + 1,
         )
-        .returning(Task.id, Task.key, Task.kind, Task.order_id, Task.payload, Task.attempts)
+        .returning(
+            Task.id,
+            Task.key,
+            Task.kind,
+            Task.order_id,
+            Task.payload,
+            Task.attempts,
+            Task.created_at,
+        )
     ).all()
     claimed = [
         ClaimedTask(
@@ -108,6 +131,7 @@ def claim(
             payload=r.payload,
             attempts=r.attempts,
             lease_token=token,
+            created_at=r.created_at,
         )
         for r in rows
     ]
@@ -178,11 +202,27 @@ def reschedule(session: Session, task: ClaimedTask, run_at: datetime) -> bool:
     )
 
 
-def retry(session: Session, task: ClaimedTask, *, delay: float, error: str) -> bool:
+def may_have_happened(task: ClaimedTask) -> bool:
+    """Whether an earlier attempt may have reached the outside world: one failed ambiguously
+    (a timeout, a 502), or one never recorded its outcome (its worker died mid-call)."""
+    recorded = int(task.payload.get(RECORDED, 0))
+    return bool(task.payload.get(UNCERTAIN)) or task.attempts - 1 > recorded
+
+
+def retry(
+    session: Session, task: ClaimedTask, *, delay: float, error: str, uncertain: bool = True
+) -> bool:
+    """Due again after `delay`. `uncertain`: this attempt may have had its effect."""
     at = now()
+    payload = {
+        **task.payload,
+        RECORDED: task.attempts,
+        UNCERTAIN: uncertain or may_have_happened(task),
+    }
     return _guarded(
         session,
         task,
+        payload=payload,
         status=TaskStatus.READY,
         run_at=at + timedelta(seconds=delay),
         error_class=ErrorClass.TRANSIENT,

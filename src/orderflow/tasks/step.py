@@ -44,7 +44,8 @@ class Step(Protocol):
 
 
 # A step whose outside effect carries no idempotency key (an e-mail, a Slack message) sets
-# `marks_performed = True`: the worker then commits `queue.mark_performed` on its own right
-# after `perform` succeeds, and the step's `prepare` must not repeat the effect once
-# `queue.performed(task)` says so. A crash can then repeat only the message in flight at that
-# instant, never a whole batch's.
+# `marks_performed = True`: the worker then calls `perform(work, mark=…)`, and the step calls
+# `mark()` the moment the effect happened (the SMTP server accepted the message), which commits
+# `queue.mark_performed` on its own; such effects go one at a time, each marked before the
+# next starts, and `prepare` must not repeat the effect once `queue.performed(task)` says so.
+# A crash can then repeat only the one message in flight at that instant, never a batch's.

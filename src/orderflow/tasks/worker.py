@@ -33,8 +33,10 @@ from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.observability.metrics import STEP_SECONDS
 from orderflow.orders import queries, service
 from orderflow.orders.models import order_reference
+from orderflow.orders.workflow import lane_of
 from orderflow.tasks import queue
 from orderflow.tasks.errors import (
+    NOT_PROCESSED_STATUSES,
     ErrorClass,
     StepError,
     TransientError,
@@ -80,12 +82,13 @@ class Worker:
         self.steps = steps
         self.dependencies = dict(dependencies or {})
         self.max_attempts = max_attempts
-        # Claim groups: the kinds of each dependency (None: steps calling nothing outside).
-        groups: dict[str | None, list[str]] = {}
+        # Claim groups: the kinds of each dependency (None: steps calling nothing outside), in
+        # lanes: a dependency's lower lane is claimed first (bookings before tracking polls).
+        groups: dict[str | None, dict[int, list[str]]] = {}
         for kind, step in steps.items():
             dependency = step.dependency if step.dependency in self.dependencies else None
-            groups.setdefault(dependency, []).append(kind)
-        self._groups = list(groups.items())
+            groups.setdefault(dependency, {}).setdefault(lane_of(kind), []).append(kind)
+        self._groups = [(dep, [lanes[n] for n in sorted(lanes)]) for dep, lanes in groups.items()]
         self.retry = retry
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
@@ -145,21 +148,31 @@ class Worker:
         health.lock_all(session, sorted(self.dependencies))  # one lock order for everyone
         # Rotate which group goes first, so one busy dependency cannot starve the others.
         start = self._batches % len(self._groups) if self._groups else 0
-        for dependency, kinds in self._groups[start:] + self._groups[:start]:
+        for dependency, lanes in self._groups[start:] + self._groups[:start]:
             remaining = self.batch_size - len(claimed)
             if remaining <= 0:
                 break
             policy = self.dependencies.get(dependency) if dependency else None
             limit = remaining if policy is None else health.budget(session, policy, remaining).limit
-            if limit == 0:
-                continue
-            got = queue.claim(
-                session, token=token, limit=limit, lease_seconds=self.lease_seconds, kinds=kinds
-            )
-            if policy is not None:
-                health.consume(session, policy, len(got))
+            got: list[ClaimedTask] = []
+            for kinds in lanes:
+                if limit - len(got) <= 0:
+                    break
+                got += queue.claim(
+                    session,
+                    token=token,
+                    limit=limit - len(got),
+                    lease_seconds=self.lease_seconds,
+                    kinds=kinds,
+                )
+            if policy is not None:  # the pace counts requests, not tasks
+                health.consume(session, policy, sum(self._requests(t) for t in got))
             claimed.extend(got)
         return claimed
+
+    def _requests(self, task: ClaimedTask) -> int:
+        requests = getattr(self.steps.get(task.kind), "requests", None)
+        return int(requests(task)) if requests is not None else 1
 
     def _report_health(self, session: Session, runs: list[_Run]) -> None:
         """What this batch learnt about each dependency: up, down, or asking us to slow down."""
@@ -213,9 +226,12 @@ class Worker:
         try:
             if run.work is not None:
                 step = self._step(run.task)
-                run.result = step.perform(run.work)
                 if getattr(step, "marks_performed", False):
-                    self._mark_performed(run.task)
+                    # The step calls `mark` the moment the effect happened (see `Step`).
+                    task = run.task
+                    run.result = step.perform(run.work, mark=lambda: self._mark_performed(task))  # type: ignore[call-arg]
+                else:
+                    run.result = step.perform(run.work)
         except Exception as exc:
             run.error = exc
         run.finished_at = now()
@@ -312,7 +328,13 @@ class Worker:
             elif error_class is ErrorClass.TRANSIENT:
                 retry_after = error.retry_after if isinstance(error, TransientError) else None
                 delay = self.retry.delay(task.attempts, retry_after)
-                owned = queue.retry(session, task, delay=delay, error=describe(error))
+                owned = queue.retry(
+                    session,
+                    task,
+                    delay=delay,
+                    error=describe(error),
+                    uncertain=getattr(error, "may_have_happened", True),
+                )
                 log.info("task.retry", delay=round(delay, 3), error=describe(error))
             else:
                 owned = queue.bury(session, task, error_class=error_class, error=describe(error))
@@ -344,8 +366,13 @@ class Worker:
 
 
 def _answered(error: BaseException | None) -> bool:
-    """The dependency is up if it answered: success, or a definite (permanent) refusal."""
-    return error is None or classify(error) is ErrorClass.PERMANENT
+    """The dependency is up if it answered: success, a definite (permanent) refusal, or an
+    ambiguous 500/502/504 (it processed the request, perhaps fully). A 503 or a request that
+    never got an answer says it is down; a 429 that it is busy (handled apart)."""
+    if error is None or classify(error) is ErrorClass.PERMANENT:
+        return True
+    status = error.http_status if isinstance(error, TransientError) else None
+    return status is not None and status not in NOT_PROCESSED_STATUSES
 
 
 class _LeaseLost(Exception):
