@@ -72,8 +72,12 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Read-only sessions (see Database.read) begin DEFERRED and never take the write lock.
-        readonly = connection.get_execution_options().get("orderflow_readonly", False)
+        # Read-only sessions (see Database.read) begin DEFERRED and never take the write lock;
+        # an AUTOCOMMIT connection begins nothing (each statement is its own transaction).
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        readonly = options.get("orderflow_readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 

@@ -44,16 +44,19 @@ def ensure(session: Session, names: list[str]) -> None:
         )
 
 
-def lock_all(session: Session, names: list[str]) -> None:
-    """Lock these dependencies' rows in name order: callers that touch several rows in one
-    transaction must take them in one global order, or two workers can deadlock."""
-    if names:
-        session.execute(
-            select(Dependency.name)
-            .where(Dependency.name.in_(names))
-            .order_by(Dependency.name)
-            .with_for_update()
-        ).all()
+def lock_all(session: Session, names: list[str]) -> dict[str, Dependency]:
+    """Lock these dependencies' rows in name order (callers that touch several rows in one
+    transaction must take them in one global order, or two workers can deadlock); the rows."""
+    if not names:
+        return {}
+    rows = session.scalars(
+        select(Dependency)
+        .where(Dependency.name.in_(names))
+        .order_by(Dependency.name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {row.name: row for row in rows}
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,19 @@ class Budget:
     probe: bool  # True: the breaker is open and this claim is its probe
 
 
-def budget(session: Session, policy: DependencyPolicy, wanted: int) -> Budget:
-    """Lock the dependency's row (serializing claimers) and say how much may be claimed."""
-    row = session.scalar(
-        select(Dependency)
-        .where(Dependency.name == policy.name)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+def budget(
+    session: Session, policy: DependencyPolicy, wanted: int, row: Dependency | None = None
+) -> Budget:
+    """Lock the dependency's row (serializing claimers) and say how much may be claimed.
+
+    `row`: the row as `lock_all` just locked and read it (saves reading it again)."""
+    if row is None:
+        row = session.scalar(
+            select(Dependency)
+            .where(Dependency.name == policy.name)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     at = now()
     if row is None:
         return Budget(policy.name, wanted, probe=False)

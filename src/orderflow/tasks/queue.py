@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from orderflow import deferred
@@ -251,11 +252,22 @@ def bury(session: Session, task: ClaimedTask, *, error_class: ErrorClass, error:
     )
 
 
-def mark_performed(session: Session, task: ClaimedTask) -> bool:
+def mark_performed(connection: Connection, task: ClaimedTask) -> None:
     """Note on the task that its outside effect happened (for effects without an idempotency
-    key, such as an e-mail): committed on its own right after the effect, so that a crash
-    before the batch commits never repeats it. False if the lease was lost."""
-    return _guarded(session, task, payload={**task.payload, PERFORMED: now().isoformat()})
+    key, such as an e-mail), right after the effect, on a connection in autocommit mode: one
+    round trip, so that a crash before the batch commits repeats nothing but this instant.
+
+    Written even if our lease was lost meanwhile: whoever holds the task must not repeat it."""
+    at = now().isoformat()
+    marked = connection.execute(
+        update(Task).where(_owned(task)).values(payload={**task.payload, PERFORMED: at})
+    ).rowcount
+    if marked == 0:  # taken over: merge into the payload as it is now (rare)
+        current = connection.execute(select(Task.payload).where(Task.id == task.id)).scalar()
+        if current is not None and PERFORMED not in current:
+            connection.execute(
+                update(Task).where(Task.id == task.id).values(payload={**current, PERFORMED: at})
+            )
 
 
 def performed(task: ClaimedTask) -> bool:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
@@ -89,12 +92,25 @@ class Worker:
             dependency = step.dependency if step.dependency in self.dependencies else None
             groups.setdefault(dependency, {}).setdefault(lane_of(kind), []).append(kind)
         self._groups = [(dep, [lanes[n] for n in sorted(lanes)]) for dep, lanes in groups.items()]
+        self._dependency_of = {
+            kind: dep
+            for dep, lanes in groups.items()
+            if dep
+            for kinds in lanes.values()
+            for kind in kinds
+        }
+        # What the last claim saw of each dependency, and when a success was last written:
+        # a healthy dependency's success is written at most once a second, not every batch.
+        self._seen: dict[str, tuple[str, int, float]] = {}
+        self._success_written: dict[str, float] = {}
         self.retry = retry
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="orderflow-step")
+        self._mark_lock = threading.Lock()
+        self._mark_connection: Connection | None = None
         self._batches = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -109,6 +125,9 @@ class Worker:
             if done == 0:
                 stop.wait(self.idle_seconds)
         self._pool.shutdown(wait=True)
+        with self._mark_lock:
+            if self._mark_connection is not None:
+                self._mark_connection.close()
         log.info("worker.stopped", worker=self.name)
 
     def run_once(self) -> int:
@@ -138,50 +157,81 @@ class Worker:
                 for run in runs:
                     self._commit(session, run)
         # Advisory, so in its own short transaction: never holds up or rolls back the batch.
-        with self.db.transaction() as session:
-            self._report_health(session, runs)
+        reports = self._health_reports(runs)
+        if reports:
+            with self.db.transaction() as session:
+                self._report_health(session, reports)
         return len(runs)
 
     def _claim(self, session: Session, token: str) -> list[ClaimedTask]:
-        """Claim per dependency: none while its breaker is open (but a probe), paced at its rate."""
+        """Claim per dependency: none while its breaker is open (but a probe), paced at its rate.
+
+        Dependencies that could take a whole batch are claimed together, oldest first, in one
+        statement; one that is rationed (paced, or open with a probe due) is claimed on its
+        own, lower lanes first (bookings before tracking polls).
+        """
+        rows = health.lock_all(session, sorted(self.dependencies))  # one lock order for all
+        self._seen = {n: (r.state, r.consecutive_failures, r.rate_factor) for n, r in rows.items()}
         claimed: list[ClaimedTask] = []
-        health.lock_all(session, sorted(self.dependencies))  # one lock order for everyone
-        # Rotate which group goes first, so one busy dependency cannot starve the others.
+        unrationed: list[str] = []
+        # Rotate which group goes first, so one rationed dependency cannot starve the others.
         start = self._batches % len(self._groups) if self._groups else 0
         for dependency, lanes in self._groups[start:] + self._groups[:start]:
-            remaining = self.batch_size - len(claimed)
-            if remaining <= 0:
-                break
             policy = self.dependencies.get(dependency) if dependency else None
-            limit = remaining if policy is None else health.budget(session, policy, remaining).limit
+            limit = self.batch_size
+            if policy is not None:
+                limit = health.budget(session, policy, limit, rows.get(policy.name)).limit
+            if limit >= self.batch_size:
+                unrationed += [kind for kinds in lanes for kind in kinds]
+                continue
             got: list[ClaimedTask] = []
             for kinds in lanes:
-                if limit - len(got) <= 0:
+                room = min(limit, self.batch_size - len(claimed)) - len(got)
+                if room <= 0:
                     break
-                got += queue.claim(
-                    session,
-                    token=token,
-                    limit=limit - len(got),
-                    lease_seconds=self.lease_seconds,
-                    kinds=kinds,
-                )
-            if policy is not None:  # the pace counts requests, not tasks
-                health.consume(session, policy, sum(self._requests(t) for t in got))
-            claimed.extend(got)
+                got += self._claim_kinds(session, token, room, kinds)
+            claimed += got
+        room = self.batch_size - len(claimed)
+        if unrationed and room > 0:
+            claimed += self._claim_kinds(session, token, room, unrationed)
+        requests: Counter[str] = Counter()  # the pace counts requests, not tasks
+        for task in claimed:
+            dependency = self._dependency_of.get(task.kind)
+            if dependency is not None:
+                requests[dependency] += self._requests(task)
+        for dependency, count in sorted(requests.items()):
+            health.consume(session, self.dependencies[dependency], count)
         return claimed
+
+    def _claim_kinds(
+        self, session: Session, token: str, limit: int, kinds: list[str]
+    ) -> list[ClaimedTask]:
+        return queue.claim(
+            session, token=token, limit=limit, lease_seconds=self.lease_seconds, kinds=kinds
+        )
 
     def _requests(self, task: ClaimedTask) -> int:
         requests = getattr(self.steps.get(task.kind), "requests", None)
         return int(requests(task)) if requests is not None else 1
 
-    def _report_health(self, session: Session, runs: list[_Run]) -> None:
-        """What this batch learnt about each dependency: up, down, or asking us to slow down."""
+    def _health_reports(self, runs: list[_Run]) -> dict[str, list[_Run]]:
+        """The dependencies this batch called whose health is worth writing down."""
         seen: dict[str, list[_Run]] = {}
         for run in runs:
             step = self.steps.get(run.task.kind)
             called = run.work is not None and run.work is not _NOTHING
             if step is not None and step.dependency in self.dependencies and called:
                 seen.setdefault(str(step.dependency), []).append(run)
+        at = time.monotonic()
+        for name, batch in list(seen.items()):
+            all_answered = all(_answered(r.error) for r in batch)
+            healthy = self._seen.get(name) == (health.CLOSED, 0, 1.0)
+            if all_answered and healthy and at - self._success_written.get(name, 0.0) < 1.0:
+                del seen[name]  # closed, no failures, full pace, success written just now
+        return seen
+
+    def _report_health(self, session: Session, seen: dict[str, list[_Run]]) -> None:
+        """What this batch learnt about each dependency: up, down, or asking us to slow down."""
         health.lock_all(session, sorted(seen))
         for name, batch in sorted(seen.items()):
             policy = self.dependencies[name]
@@ -201,6 +251,7 @@ class Worker:
             ]
             if answered:
                 health.record_success(session, name, throttled=bool(throttled))
+                self._success_written[name] = time.monotonic()
             elif down:
                 health.record_failure(session, policy, describe(down[-1]), calls=len(down))
             if throttled:
@@ -237,12 +288,22 @@ class Worker:
         run.finished_at = now()
 
     def _mark_performed(self, task: ClaimedTask) -> None:
-        """Commit, on its own, that the effect happened (see `Step`): the batch may die first."""
-        try:
-            with self.db.transaction() as session:
-                queue.mark_performed(session, task)
-        except Exception:  # the effect happened all the same: record it with the batch
-            log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
+        """Commit, on its own, that the effect happened (see `Step`): the batch may die first.
+
+        On a connection of its own kept open in autocommit mode: one round trip, no wait for
+        the pool, so the instant in which a crash would repeat the effect stays short."""
+        with self._mark_lock:
+            try:
+                if self._mark_connection is None:
+                    self._mark_connection = self.db.engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    )
+                queue.mark_performed(self._mark_connection, task)
+            except Exception:  # the effect happened all the same: recorded with the batch
+                log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
+                if self._mark_connection is not None:
+                    self._mark_connection.close()
+                    self._mark_connection = None
 
     def _commit_batch(self, runs: list[_Run]) -> None:
         """Record the whole batch in one transaction with one statement per table.
