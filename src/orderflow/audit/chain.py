@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from orderflow import deferred
 from orderflow.audit import verify_bundle
@@ -127,11 +127,15 @@ def lock_heads(session: Session, order_ids: list[int]) -> None:
     wanted = sorted(set(order_ids) - (batch.heads.keys() if batch else set()))
     if not wanted:
         return
-    rows = session.execute(
-        select(Order.id, Order.status, Order.audit_seq, Order.audit_head)
+    # Whole rows, so that later `session.get(Order, id)` in this transaction costs nothing;
+    # their status and head are read from the batch, which moves them (not these objects).
+    rows = session.scalars(
+        select(Order)
         .where(Order.id.in_(wanted))
         .order_by(Order.id)
         .with_for_update()
+        .options(lazyload(Order.lines))
+        .execution_options(populate_existing=True)
     ).all()
     if batch is not None:
         for row in rows:

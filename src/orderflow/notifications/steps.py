@@ -17,7 +17,6 @@ from orderflow.observability.metrics import EMAILS_SENT
 from orderflow.orders import service, workflow
 from orderflow.orders.models import Order
 from orderflow.orders.status import OrderStatus
-from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
 from orderflow.shipping.vocabulary import ShipmentStatus
 from orderflow.tasks import queue
@@ -46,31 +45,21 @@ class NotifyStep:
         milestone = str(task.payload["milestone"])
         order = session.get(Order, task.order_id)
         assert order is not None
-        if session.scalar(
-            select(Notification.id).where(
-                Notification.order_id == order.id, Notification.kind == milestone
-            )
-        ):
+        if any(n.kind == milestone for n in order.notifications):
             return None
         context: dict[str, object] = {
             "name": order.ship_to["name"],
             "address": order.ship_to["address"],
             "lines": [{"quantity": ln.quantity, "name": ln.name} for ln in order.lines],
         }
+        charge = next((p for p in order.payments if p.kind == "charge"), None)
         if milestone == "shipped":
-            shipment = session.scalar(select(Shipment).where(Shipment.order_id == order.id))
+            shipment = order.shipment
             context["tracking_number"] = shipment.tracking_number if shipment else "-"
         elif milestone == "payment_failed":
-            context["decline_code"] = (
-                session.scalar(
-                    select(Payment.decline_code).where(
-                        Payment.order_id == order.id, Payment.kind == "charge"
-                    )
-                )
-                or "declined"
-            )
+            context["decline_code"] = (charge.decline_code if charge else None) or "declined"
         elif milestone == "cancelled":
-            context["refunded"] = service.charged_payment(session, order.id) is not None
+            context["refunded"] = charge is not None and charge.status == "succeeded"
         message = messages.build(
             milestone=milestone,
             reference=order.reference,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -12,24 +12,22 @@ from orderflow.clock import now
 from orderflow.db import Base, BigId, UTCDateTime
 from orderflow.orders.status import OrderStatus
 
+if TYPE_CHECKING:
+    from orderflow.notifications.models import Notification
+    from orderflow.payments.models import Payment
+    from orderflow.shipping.models import Shipment
+
 
 def order_reference(order_id: int) -> str:
     return f"ORD-{order_id:06d}"
 
 
-def order_id_of(reference: str | None) -> int | None:
+def parse_order_reference(reference: str | None) -> int | None:
     """The order id a reference names (`ORD-000123` → 123); None if it names none of ours."""
-    if not reference or not reference.startswith("ORD-"):
-        return None
-    digits = reference[4:]
-    if not (6 <= len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+    prefix, _, digits = (reference or "").partition("-")
+    if prefix != "ORD" or not (1 <= len(digits) <= 18 and digits.isascii() and digits.isdigit()):
         return None
     return int(digits)
-
-
-def parse_order_reference(reference: str) -> int | None:
-    prefix, _, digits = reference.partition("-")
-    return int(digits) if prefix == "ORD" and digits.isdigit() else None
 
 
 class Order(Base):
@@ -59,6 +57,11 @@ class Order(Base):
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.id", lazy="selectin"
     )
+    # Read-only views for the worker's batch reads (`queries.preload` loads them for a whole
+    # batch at once); writes go through each module's own model.
+    shipment: Mapped[Shipment | None] = relationship(viewonly=True, uselist=False)
+    payments: Mapped[list[Payment]] = relationship(viewonly=True, order_by="Payment.id")
+    notifications: Mapped[list[Notification]] = relationship(viewonly=True)
 
     @property
     def reference(self) -> str:

@@ -38,12 +38,20 @@ def summary(order: Order) -> dict[str, Any]:
 
 
 def preload(session: Session, order_ids: set[int]) -> None:
-    """Load these orders with their lines and customers in three statements, so the steps'
-    reads of them (`session.get`) are answered from the session, not one query each."""
+    """Load these orders with their lines, shipment, payments, e-mails and customers in six
+    statements, so the steps' reads of them (`session.get`, `order.shipment`…) are answered
+    from the session, not one query each."""
     if not order_ids:
         return
     orders = session.scalars(
-        select(Order).where(Order.id.in_(sorted(order_ids))).options(selectinload(Order.lines))
+        select(Order)
+        .where(Order.id.in_(sorted(order_ids)))
+        .options(
+            selectinload(Order.lines),
+            selectinload(Order.shipment),
+            selectinload(Order.payments),
+            selectinload(Order.notifications),
+        )
     ).all()
     customer_ids = sorted({o.customer_id for o in orders})
     session.scalars(select(Customer).where(Customer.id.in_(customer_ids))).all()

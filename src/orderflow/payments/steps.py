@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
@@ -41,9 +40,7 @@ class ChargeStep:
 
     def prepare(self, session: Session, task: ClaimedTask) -> ChargeWork | None:
         order = session.get(Order, task.order_id)
-        if order is None or session.scalar(
-            select(Payment.id).where(Payment.order_id == order.id, Payment.kind == "charge")
-        ):
+        if order is None or any(p.kind == "charge" for p in order.payments):
             return None  # already settled (a repeat after a crash between commit and ack)
         cancelled_first = order.status != OrderStatus.PLACED
         if cancelled_first and not queue.may_have_happened(task):

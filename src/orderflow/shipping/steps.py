@@ -76,9 +76,7 @@ class BookStep:
 
     def prepare(self, session: Session, task: ClaimedTask) -> BookWork | None:
         order = session.get(Order, task.order_id)
-        if order is None or session.scalar(
-            select(Shipment.id).where(Shipment.order_id == order.id)
-        ):
+        if order is None or order.shipment is not None:
             return None
         paid = order.status == OrderStatus.PAID
         maybe_booked = queue.may_have_happened(task)
@@ -194,12 +192,11 @@ class TrackStep:
         self.delivery_deadline = timedelta(seconds=delivery_deadline)
 
     def prepare(self, session: Session, task: ClaimedTask) -> TrackWork | None:
-        shipment = session.scalar(select(Shipment).where(Shipment.order_id == task.order_id))
-        if shipment is None or ShipmentStatus(shipment.status) in FINAL:
+        order = session.get(Order, task.order_id)
+        shipment = order.shipment if order is not None else None
+        if order is None or shipment is None or ShipmentStatus(shipment.status) in FINAL:
             return None
         self._check_deadlines(shipment)
-        order = session.get(Order, shipment.order_id)
-        assert order is not None
         return TrackWork(shipment_id=shipment.carrier_shipment_id, reference=order.reference)
 
     def _check_deadlines(self, shipment: Shipment) -> None:

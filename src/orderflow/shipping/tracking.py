@@ -20,7 +20,7 @@ from orderflow.db import insert_ignore
 from orderflow.notifications.models import Notification
 from orderflow.observability.metrics import PLACED_TO_SHIPPED
 from orderflow.orders import service, workflow
-from orderflow.orders.models import Order, order_id_of
+from orderflow.orders.models import Order, parse_order_reference
 from orderflow.orders.status import OrderStatus
 from orderflow.shipping.models import CarrierEvent, Shipment
 from orderflow.shipping.vocabulary import (
@@ -51,7 +51,7 @@ def observe(
     # holds the same lock, so this event either waits for the booking and finds its shipment,
     # or commits first and is seen by the booking's replay of unmatched events (which reads
     # after taking the lock): neither transaction can miss the other.
-    named = order_id_of(reference)
+    named = parse_order_reference(reference)
     if named is not None:
         chain.lock_heads(session, [named])
     stored = insert_ignore(

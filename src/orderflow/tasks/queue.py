@@ -211,18 +211,28 @@ def may_have_happened(task: ClaimedTask) -> bool:
 
 
 def retry(
-    session: Session, task: ClaimedTask, *, delay: float, error: str, uncertain: bool = True
+    session: Session,
+    task: ClaimedTask,
+    *,
+    delay: float,
+    error: str,
+    uncertain: bool = True,
+    spent: bool = True,
 ) -> bool:
-    """Due again after `delay`. `uncertain`: this attempt may have had its effect."""
+    """Due again after `delay`. `uncertain`: this attempt may have had its effect. `spent`:
+    False when the attempt found its dependency down — waiting spends no attempts (the
+    attempt record still says it happened)."""
     at = now()
+    attempts = task.attempts if spent else task.attempts - 1
     payload = {
         **task.payload,
-        RECORDED: task.attempts,
+        RECORDED: attempts,
         UNCERTAIN: uncertain or may_have_happened(task),
     }
     return _guarded(
         session,
         task,
+        attempts=attempts,
         payload=payload,
         status=TaskStatus.READY,
         run_at=at + timedelta(seconds=delay),

@@ -395,6 +395,7 @@ class Worker:
                     delay=delay,
                     error=describe(error),
                     uncertain=getattr(error, "may_have_happened", True),
+                    spent=not _found_down(error),
                 )
                 log.info("task.retry", delay=round(delay, 3), error=describe(error))
             else:
@@ -434,6 +435,14 @@ def _answered(error: BaseException | None) -> bool:
         return True
     status = error.http_status if isinstance(error, TransientError) else None
     return status is not None and status not in NOT_PROCESSED_STATUSES
+
+
+def _found_down(error: BaseException) -> bool:
+    """The call found its dependency down (503, no connection, no answer): not this task's
+    fault, so it spends none of the task's attempts."""
+    if _answered(error) or not isinstance(error, TransientError):
+        return False
+    return error.http_status != 429
 
 
 class _LeaseLost(Exception):
