@@ -237,6 +237,13 @@ def sim() -> None:
 @click.option("--webhook-url", default=None, help="where to POST signed webhooks")
 @click.option("--progress-seconds", default=2.0, show_default=True, type=float)
 @click.option("--seed", default=None, type=int)
+@click.option(
+    "--webhook-senders",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="webhook requests in flight at most (the others wait in a queue)",
+)
 def sim_bobs_post(
     host: str,
     port: int,
@@ -245,6 +252,7 @@ def sim_bobs_post(
     webhook_url: str | None,
     progress_seconds: float,
     seed: int | None,
+    webhook_senders: int,
 ) -> None:
     """Bob's Post (switches: PATCH /_sim/switches)."""
     from orderflow.simulators import bobs_post
@@ -252,7 +260,14 @@ def sim_bobs_post(
     switches = bobs_post.BobsPostSwitches(
         progress_seconds=progress_seconds, webhook_url=webhook_url, seed=seed
     )
-    bobs_post.run(host, port, api_key=api_key, webhook_secret=webhook_secret, switches=switches)
+    bobs_post.run(
+        host,
+        port,
+        api_key=api_key,
+        webhook_secret=webhook_secret,
+        switches=switches,
+        webhook_senders=webhook_senders,
+    )
 
 
 @sim.command("paydesk")

@@ -404,3 +404,17 @@ def test_switches_are_validated_and_reset_restores_them(start: Start) -> None:
     s = stats(client)
     assert s["bookings_by_reference"] == {} and s["requests"] == 0
     assert client.get("/v1/shipments", params={"reference": "ORD-000123"}).json()["data"] == []
+
+
+def test_webhooks_still_go_out_after_a_reset(start: Start, receiver: Receiver) -> None:
+    """A reset forgets the webhooks still waiting and restarts the senders: new ones arrive."""
+    client = start(progress_seconds=60, webhook_shuffle_seconds=1.0, seed=2)  # due in 0.96 s
+    before = book(client, "k1").json()
+    client.post(f"/_sim/shipments/{before['id']}/status", json={"status": "collected"})
+    client.post("/_sim/reset")
+    client.patch("/_sim/switches", json={"webhook_shuffle_seconds": 0.0})
+    after = book(client, "k1").json()
+    client.post(f"/_sim/shipments/{after['id']}/status", json={"status": "collected"})
+    wait_for(lambda: receiver.statuses(after["id"]) == ["collected"])
+    time.sleep(1.0)  # past the forgotten webhook's due time
+    assert receiver.statuses(before["id"]) == [] and stats(client)["webhooks_sent"] == 1

@@ -8,9 +8,9 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import httpx
@@ -51,6 +51,7 @@ _PATHS: dict[str, tuple[str, ...]] = {  # special postcodes that drive the failu
     "RETURN": (*_NORMAL[:4], "failed_attempt", "returned_to_sender"),
     "STUCK": ("booked",),
 }
+WEBHOOK_SENDERS = 32  # webhook requests in flight at most, whatever the load
 _HUB = "Bob's Post hub, Daventry"
 _WHERE = {  # status -> (location, description); None = the recipient's city
     "booked": ("Online", "Label created, awaiting collection"),
@@ -149,6 +150,15 @@ class _Shipment:
         return path[path.index(self.status) + 1]
 
 
+@dataclass(frozen=True, slots=True)
+class _Webhook:
+    """One copy of a webhook on its way: where, what, and how many attempts it has had."""
+
+    url: str
+    body: bytes
+    attempts: int = 0
+
+
 def invalid(message: str, field_name: str | None) -> JSONResponse:
     """A 422 `invalid_request` naming the offending field."""
     body = error_body("invalid_request", message, field=field_name)
@@ -158,19 +168,55 @@ def invalid(message: str, field_name: str | None) -> JSONResponse:
 class _Carrier:
     """The simulator's in-memory state; every method runs on the server's event loop."""
 
-    def __init__(self, api_key: str, webhook_secret: str, switches: BobsPostSwitches) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        webhook_secret: str,
+        switches: BobsPostSwitches,
+        senders: int = WEBHOOK_SENDERS,
+    ) -> None:
         self.api_key = api_key
         self.secret = webhook_secret
         self.switches = switches
         self.chaos = Chaos(switches)
         self.ids = random.Random()
-        self.client: httpx.AsyncClient | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Webhooks wait for their due time in the event loop's timer heap (call_later), then in
+        # `queue` for one of `senders` tasks, each with a client of one connection. One task per
+        # webhook on a shared pool made httpcore scan every connection (a syscall each) for
+        # every waiting request on each event: the simulator went CPU-bound under load.
+        self.senders = senders
+        self.clients: list[httpx.AsyncClient] = []
+        self.queue: asyncio.Queue[_Webhook] = asyncio.Queue()
+        self.sender_tasks: list[asyncio.Task[None]] = []
         self.reset()
 
-    def reset(self) -> None:
-        for task in self.tasks:
+    def start(self) -> None:
+        """Open the webhook clients and start the senders (on the server's event loop)."""
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        tls = httpx.create_ssl_context()  # loading the CA bundle once, not once per client
+        self.clients = [
+            httpx.AsyncClient(timeout=5.0, limits=one, verify=tls) for _ in range(self.senders)
+        ]
+        self._start_senders()
+
+    async def stop(self) -> None:
+        for task in self.sender_tasks:
             task.cancel()
+        await asyncio.gather(*self.sender_tasks, return_exceptions=True)
+        await asyncio.gather(*(client.aclose() for client in self.clients))
+
+    def _start_senders(self) -> None:
+        queue, loop = self.queue, asyncio.get_running_loop()
+        self.sender_tasks = [loop.create_task(self._sender(queue, c)) for c in self.clients]
+
+    def reset(self) -> None:
+        # Webhooks in flight die with their senders; those waiting, or still due, go to a queue
+        # nobody reads any more (their timers hold the old one).
+        for task in self.sender_tasks:
+            task.cancel()
+        self.queue = asyncio.Queue()
+        if self.clients:
+            self._start_senders()
         self.chaos.reset()
         self.shipments: dict[str, _Shipment] = {}
         self.moving: dict[str, _Shipment] = {}  # those that will advance by themselves
@@ -245,31 +291,40 @@ class _Carrier:
         self.webhooks["duplicated"] += copies - 1
         for _ in range(copies):
             delay = self.chaos.rng.uniform(0, s.webhook_shuffle_seconds)
-            self.spawn(self._deliver(s.webhook_url, body, delay))
+            self._due(_Webhook(s.webhook_url, body), delay)
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def _due(self, hook: _Webhook, delay: float) -> None:
+        """Queue `hook` for the senders once `delay` seconds have passed."""
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.queue.put_nowait, hook)
+        else:
+            self.queue.put_nowait(hook)
 
-    async def _deliver(self, url: str, body: bytes, delay: float) -> None:
-        await asyncio.sleep(delay)
-        assert self.client is not None
-        for attempt in range(self.switches.webhook_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.switches.webhook_retry_seconds * 2 ** (attempt - 1))
-            headers = {
-                "Content-Type": "application/json",
-                HEADER: sign(self.secret, body, int(time.time())),
-            }
-            try:
-                response = await self.client.post(url, content=body, headers=headers)
-            except httpx.HTTPError:
-                continue
-            if response.is_success:
-                self.webhooks["sent"] += 1
-                return
-        self.webhooks["failed"] += 1
+    async def _sender(self, queue: asyncio.Queue[_Webhook], client: httpx.AsyncClient) -> None:
+        while True:
+            self._attempt_done(await self._attempt(await queue.get(), client))
+
+    async def _attempt(self, hook: _Webhook, client: httpx.AsyncClient) -> tuple[_Webhook, bool]:
+        """POST `hook` once, signed now; whether the merchant answered 2xx."""
+        headers = {
+            "Content-Type": "application/json",
+            HEADER: sign(self.secret, hook.body, int(time.time())),
+        }
+        try:
+            response = await client.post(hook.url, content=hook.body, headers=headers)
+        except Exception:  # httpx errors, and a bad URL, must not end the sender
+            return hook, False
+        return hook, response.is_success
+
+    def _attempt_done(self, outcome: tuple[_Webhook, bool]) -> None:
+        hook, ok = outcome
+        if ok:
+            self.webhooks["sent"] += 1
+        elif hook.attempts < self.switches.webhook_retries:  # retry after a doubling delay
+            delay = self.switches.webhook_retry_seconds * 2**hook.attempts
+            self._due(replace(hook, attempts=hook.attempts + 1), delay)
+        else:
+            self.webhooks["failed"] += 1
 
     async def progress(self) -> None:
         """Advance every parcel one status each `progress_seconds`, forever."""
@@ -284,23 +339,29 @@ class _Carrier:
 
 
 def create_app(
-    *, api_key: str, webhook_secret: str, switches: BobsPostSwitches | None = None
+    *,
+    api_key: str,
+    webhook_secret: str,
+    switches: BobsPostSwitches | None = None,
+    webhook_senders: int = WEBHOOK_SENDERS,
 ) -> FastAPI:
-    """The simulator as an ASGI app; `/v1` is Bob's Post's API, `/_sim` controls it (no auth)."""
-    sim = _Carrier(api_key, webhook_secret, switches or BobsPostSwitches())
+    """The simulator as an ASGI app; `/v1` is Bob's Post's API, `/_sim` controls it (no auth).
+
+    At most `webhook_senders` webhook requests are in flight; the others wait their turn."""
+    if webhook_senders < 1:
+        raise ValueError("webhook_senders must be at least 1")
+    sim = _Carrier(api_key, webhook_secret, switches or BobsPostSwitches(), webhook_senders)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        sim.client = httpx.AsyncClient(timeout=5.0)
+        sim.start()
         ticker = asyncio.create_task(sim.progress())
         try:
             yield
         finally:
-            pending = [ticker, *sim.tasks]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            await sim.client.aclose()
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            await sim.stop()
 
     app = FastAPI(title="Bob's Post simulator", lifespan=lifespan)
     app.state.sim = sim
@@ -406,8 +467,19 @@ def create_app(
 
 
 def run(
-    host: str, port: int, *, api_key: str, webhook_secret: str, switches: BobsPostSwitches
+    host: str,
+    port: int,
+    *,
+    api_key: str,
+    webhook_secret: str,
+    switches: BobsPostSwitches,
+    webhook_senders: int = WEBHOOK_SENDERS,
 ) -> None:
     """Serve the simulator with uvicorn until interrupted (`orderflow sim bobs-post`)."""
-    app = create_app(api_key=api_key, webhook_secret=webhook_secret, switches=switches)
+    app = create_app(
+        api_key=api_key,
+        webhook_secret=webhook_secret,
+        switches=switches,
+        webhook_senders=webhook_senders,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
