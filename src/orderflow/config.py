@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     auto_redrive_max_times: int = Field(3, ge=0)
     auto_redrive_healthy_seconds: float = Field(60.0, ge=0)
 
+    # Backpressure: age of the oldest due payment (its dependency up) that slows intake down.
+    backpressure_warning_seconds: float = Field(10.0, gt=0)
+    backpressure_shedding_seconds: float = Field(30.0, gt=0)
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)

@@ -9,6 +9,7 @@ from orderflow.alerts.rules import Thresholds, evaluate
 from orderflow.alerts.slack import SlackClient
 from orderflow.alerts.steps import EmailAlertStep, SlackAlertStep
 from orderflow.audit.anchors import anchor_if_due
+from orderflow.backpressure import Gauge
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.deadletters.auto import auto_redrive
@@ -181,4 +182,9 @@ def build_worker(
         name=name,
         dependencies=policies,
         max_attempts=settings.max_attempts,
+        pressure=pressure_gauge(settings, db),
     )
+
+
+def pressure_gauge(settings: Settings, db: Database) -> Gauge:
+    return Gauge(db, settings.backpressure_warning_seconds, settings.backpressure_shedding_seconds)

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
+from orderflow.backpressure import NORMAL, Gauge
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies import health
@@ -80,7 +81,9 @@ class Worker:
         name: str | None = None,
         dependencies: Mapping[str, DependencyPolicy] | None = None,
         max_attempts: int | None = None,
+        pressure: Gauge | None = None,
     ) -> None:
+        self.pressure = pressure  # behind on payments: claim lane by lane
         self.db = db
         self.steps = steps
         self.dependencies = dict(dependencies or {})
@@ -134,8 +137,9 @@ class Worker:
         """Claim, perform and commit one batch; returns how many tasks it took."""
         self._batches += 1
         token = f"{self.name}/{self._batches}"
+        behind = self.pressure is not None and self.pressure.current().state != NORMAL
         with self.db.transaction() as session:
-            claimed = self._claim(session, token)
+            claimed = self._claim(session, token, strict_lanes=behind)
         if not claimed:
             return 0
         runs = [_Run(task) for task in claimed]
@@ -163,7 +167,7 @@ class Worker:
                 self._report_health(session, reports)
         return len(runs)
 
-    def _claim(self, session: Session, token: str) -> list[ClaimedTask]:
+    def _claim(self, session: Session, token: str, strict_lanes: bool = False) -> list[ClaimedTask]:
         """Claim per dependency: none while its breaker is open (but a probe), paced at its rate.
 
         Dependencies that could take a whole batch are claimed together, oldest first, in one
@@ -192,7 +196,14 @@ class Worker:
                 got += self._claim_kinds(session, token, room, kinds)
             claimed += got
         room = self.batch_size - len(claimed)
-        if unrationed and room > 0:
+        if unrationed and room > 0 and strict_lanes:
+            # Behind on payments: take the lanes strictly in order (low lanes wait their turn).
+            for lane in sorted({lane_of(kind) for kind in unrationed}):
+                room = self.batch_size - len(claimed)
+                if room > 0:
+                    kinds = [kind for kind in unrationed if lane_of(kind) == lane]
+                    claimed += self._claim_kinds(session, token, room, kinds)
+        elif unrationed and room > 0:
             claimed += self._claim_kinds(session, token, room, unrationed)
         requests: Counter[str] = Counter()  # the pace counts requests, not tasks
         for task in claimed:

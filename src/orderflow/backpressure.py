@@ -1,0 +1,117 @@
+"""Backpressure: intake slows down honestly when the first lane of work falls behind.
+
+Work has lanes (`orders.workflow.LANES`): payments first, then bookings and tracking, then
+customer e-mail, then alerts, relay and other periodic jobs. The pressure is the age of the
+oldest due task in the first lane whose dependency is up: an outage is not falling behind (the
+orders wait, and are accepted meanwhile). It is read from the database, so every API process,
+the queue intake and the workers agree:
+
+- normal:   intake at full speed;
+- warning:  older than `warning_seconds`: workers claim strictly lane by lane (low lanes wait,
+            never dropped) and the queue intake takes a smaller prefetch;
+- shedding: older than `shedding_seconds`: `POST /orders` answers 429 with Retry-After, the
+            queue intake takes one message at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orderflow.clock import now
+from orderflow.db import Database
+from orderflow.dependencies.models import Dependency
+from orderflow.orders.workflow import DEPENDENCY_OF, LANES
+from orderflow.tasks.models import Task, TaskStatus
+
+log = structlog.get_logger("orderflow.backpressure")
+
+NORMAL, WARNING, SHEDDING = "normal", "warning", "shedding"
+STATES = (NORMAL, WARNING, SHEDDING)
+FIRST_LANE = sorted(kind for kind, lane in LANES.items() if lane == 0)
+
+
+@dataclass(frozen=True)
+class Pressure:
+    state: str
+    oldest_due_seconds: float  # of the first lane, its dependency up
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: longer the further behind we are (≤ 30)."""
+        return max(1, min(30, round(self.oldest_due_seconds / 10)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "oldest_due_seconds": round(self.oldest_due_seconds, 3),
+            "lanes": [sorted(k for k, n in LANES.items() if n == lane) for lane in range(4)]
+            + [["alerts, relay, anchors, redrives"]],
+        }
+
+
+def measure(session: Session, warning_seconds: float, shedding_seconds: float) -> Pressure:
+    """The pressure now, from the database (two small reads)."""
+    down = set(session.scalars(select(Dependency.name).where(Dependency.state == "open")))
+    kinds = [k for k in FIRST_LANE if DEPENDENCY_OF.get(k) not in down]
+    at = now()
+    oldest = (
+        session.scalar(
+            select(func.min(Task.run_at)).where(
+                Task.status == TaskStatus.READY, Task.run_at <= at, Task.kind.in_(kinds)
+            )
+        )
+        if kinds
+        else None
+    )
+    age = max(0.0, (at - oldest).total_seconds()) if oldest is not None else 0.0
+    state = SHEDDING if age >= shedding_seconds else WARNING if age >= warning_seconds else NORMAL
+    return Pressure(state, age)
+
+
+class Gauge:
+    """This process's view of the pressure: measured at most every `refresh_seconds`."""
+
+    def __init__(
+        self,
+        db: Database,
+        warning_seconds: float,
+        shedding_seconds: float,
+        refresh_seconds: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.warning_seconds = warning_seconds
+        self.shedding_seconds = shedding_seconds
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._pressure = Pressure(NORMAL, 0.0)
+        self._at = float("-inf")
+
+    def current(self) -> Pressure:
+        with self._lock:
+            if time.monotonic() - self._at < self.refresh_seconds:
+                return self._pressure
+            self._at = time.monotonic()
+            before = self._pressure
+        try:
+            with self.db.read() as session:
+                pressure = measure(session, self.warning_seconds, self.shedding_seconds)
+        except Exception:  # the database is struggling: keep the last view, say so
+            log.warning("backpressure.unmeasured", exc_info=True)
+            return before
+        with self._lock:
+            self._pressure = pressure
+        if pressure.state != before.state:
+            log.warning(
+                "backpressure.changed",
+                state=pressure.state,
+                previous=before.state,
+                oldest_due_seconds=round(pressure.oldest_due_seconds, 1),
+            )
+        return pressure
