@@ -1,0 +1,80 @@
+"""A refused intake message becomes a dead letter: a task of kind `intake`, status `dead`, no
+order, its raw body and reason in the payload, one attempt record as evidence. The dead-letters
+API and CLI show it grouped by cause; a redrive tries the placement again (see `step.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from orderflow.clock import now
+from orderflow.intake.messages import Refusal, known_key, raw_payload
+from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
+
+KIND = "intake"
+
+
+def already_recorded(session: Session, keys: Collection[str]) -> set[str]:
+    """Which of these dead-letter keys exist (whatever became of them since)."""
+    if not keys:
+        return set()
+    return set(session.scalars(select(Task.key).where(Task.key.in_(list(keys)))))
+
+
+def record(
+    session: Session,
+    key: str,
+    body: bytes,
+    refusal: Refusal,
+    *,
+    worker: str,
+    queue: str,
+    message_id: str | None = None,
+) -> bool:
+    """Record the refusal once per key; True if this call recorded it."""
+    at = now()
+    payload = {
+        **raw_payload(body),
+        "idempotency_key": known_key(body),
+        "status": refusal.status,
+        "code": refusal.code,
+        "reason": refusal.message,
+        "queue": queue,
+        "message_id": message_id,
+    }
+    values = {
+        "key": key,
+        "kind": KIND,
+        "order_id": None,
+        "payload": payload,
+        "status": TaskStatus.DEAD,
+        "run_at": at,
+        "attempts": 1,
+        "error_class": refusal.error_class,
+        "last_error": refusal.reason,
+        "first_failed_at": at,
+        "last_failed_at": at,
+        "created_at": at,
+        "finished_at": at,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(Task).values(values).on_conflict_do_nothing(index_elements=["key"])
+    task_id = session.execute(stmt.returning(Task.id)).scalar()
+    if task_id is None:
+        return False
+    session.add(
+        TaskAttempt(
+            task_id=task_id,
+            attempt=1,
+            worker=worker,
+            started_at=at,
+            finished_at=at,
+            outcome=refusal.error_class,
+            http_status=refusal.status,
+            error=refusal.reason,
+        )
+    )
+    return True

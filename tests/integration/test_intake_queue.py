@@ -1,0 +1,296 @@
+"""Queue intake: orders from RabbitMQ placed once each, refusals kept as dead letters, acks last."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from orderflow.catalog.models import Product
+from orderflow.catalog.service import create_customer, create_product
+from orderflow.config import Settings
+from orderflow.db import Database
+from orderflow.deadletters import service as dead_letters
+from orderflow.intake import group as group_module
+from orderflow.intake.bench import placed_count, publish_orders
+from orderflow.intake.consumer import IntakeConsumer
+from orderflow.intake.group import GroupCommit, Inbound, Outcome
+from orderflow.intake.step import IntakeStep
+from orderflow.orders.models import Order
+from orderflow.serving import BackgroundServer
+from orderflow.tasks.models import Task, TaskAttempt
+from orderflow.tasks.retry import RetryPolicy
+from orderflow.tasks.worker import Worker
+from orderflow.web.app import create_app
+from tests.support.stack import ADDRESS
+
+BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def queue_depth(name: str) -> int:
+    """Messages ready in the queue (unacked ones count once their consumer is gone)."""
+
+    async def depth() -> int:
+        async with await aio_pika.connect(BROKER) as connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+
+    return asyncio.run(depth())
+
+
+@pytest.fixture
+def intake_queue() -> Iterator[str]:
+    """A fresh queue name, deleted afterwards."""
+    name = f"orderflow-intake-test-{uuid.uuid4().hex[:8]}"
+    yield name
+
+    async def remove() -> None:
+        async with await aio_pika.connect(BROKER) as connection:
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+
+    asyncio.run(remove())
+
+
+@pytest.fixture
+def customer(db: Database) -> int:
+    """A customer and two products: WIDGET (plenty) and RARE (2 in stock)."""
+    with db.transaction() as session:
+        for sku, stock in (("WIDGET", 10_000), ("RARE", 2)):
+            create_product(
+                session,
+                sku=sku,
+                name=sku,
+                price=1000,
+                currency="GBP",
+                weight_grams=100,
+                stock=stock,
+            )
+        return create_customer(
+            session,
+            name="Ada",
+            email="ada@example.com",
+            phone=None,
+            address=ADDRESS,
+            payment_method="pm_ok_visa",
+        ).id
+
+
+def message(key: str | None, customer: int, *lines: tuple[str, int]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer_id": customer,
+        "lines": [{"sku": s, "quantity": q} for s, q in lines],
+    }
+    return body if key is None else {"idempotency_key": key, **body}
+
+
+@contextmanager
+def consuming(db: Database, queue: str, **knobs: Any) -> Iterator[IntakeConsumer]:
+    """An intake consumer on its own thread; stopped (group in hand settled) afterwards."""
+    consumer = IntakeConsumer(db, BROKER, queue, **knobs)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the consumer did not stop"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def count(db: Database, model: type[Any], *where: Any) -> int:
+    with db.read() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def intake_letters(db: Database) -> int:
+    return count(db, Task, Task.kind == "intake")
+
+
+def test_one_group_places_the_good_and_keeps_every_refusal(
+    db: Database, customer: int, intake_queue: str
+) -> None:
+    """Valid → one order each; replay → nothing; reused key, bad JSON, no key, unknown SKU,
+    short stock, non-UTF-8 → dead letters with raw body and reason; all in one group, all acked."""
+    good = [message(f"good-{i}", customer, ("WIDGET", 1)) for i in range(5)]
+    bad: list[dict[str, Any] | bytes] = [
+        message("good-0", customer, ("WIDGET", 2)),  # same key, other body: 409
+        b'{"idempotency_key": "broken", "customer_id": ',
+        message(None, customer, ("WIDGET", 1)),
+        message("unknown-sku", customer, ("NOPE", 1)),
+        message("short-stock", customer, ("RARE", 3)),
+        b"\xff\xfe not text",
+    ]
+    publish_orders(BROKER, intake_queue, [*good, good[0], *bad])  # good[0] twice: a replay
+
+    with consuming(db, intake_queue) as consumer:
+        wait_for(lambda: consumer.groups >= 1)
+    assert consumer.groups == 1, "everything published beforehand is one group"
+    assert consumer.totals == {Outcome.PLACED: 5, Outcome.REPLAYED: 1, Outcome.REFUSED: 6}
+    assert placed_count(db, [f"good-{i}" for i in range(5)]) == 5
+    assert count(db, Order) == 5
+    assert queue_depth(intake_queue) == 0, "every message acknowledged"
+    with db.read() as session:
+        assert session.get(Product, "WIDGET").stock == 10_000 - 5  # type: ignore[union-attr]
+        assert session.get(Product, "RARE").stock == 2  # type: ignore[union-attr]
+
+    settings = Settings(_env_file=None, database_url=db.url, admin_token="t")
+    server = BackgroundServer(create_app(settings, db)).start()
+    try:
+        api = httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": "Bearer t"})
+        listed = api.get("/dead-letters", params={"step": "intake"}).json()
+        details = [api.get(f"/dead-letters/{d['id']}").json() for d in listed["data"]]
+        api.close()
+    finally:
+        server.stop()
+    assert listed["total"] == 6
+    reasons = "\n".join(g["cause"] for g in listed["groups"])
+    for expected in (
+        "intake · permanent · 409 idempotency_key_reused",
+        "intake · poison · 422 unreadable: the body is not JSON",
+        "intake · permanent · 422 invalid_request: idempotency_key: Field required",
+        "intake · permanent · 422 invalid_request: unknown SKU: NOPE",
+        "intake · permanent · 409 insufficient_stock",
+        "intake · poison · 422 unreadable: the body is not UTF-8",
+    ):
+        assert expected in reasons, f"{expected!r} not among {reasons}"
+    raws = {d["payload"]["raw"]: d for d in details}
+    assert (
+        raws['{"idempotency_key": "broken", "customer_id": ']["payload"]["raw_encoding"] == "utf-8"
+    )
+    assert any(d["payload"]["raw_encoding"] == "base64" for d in details)
+    reused = next(d for d in details if d["payload"]["code"] == "idempotency_key_reused")
+    assert reused["payload"]["idempotency_key"] == "good-0"
+    assert json.loads(reused["payload"]["raw"])["lines"][0]["quantity"] == 2
+    assert all(len(d["attempt_log"]) == 1 for d in details), "one attempt record each"
+
+
+def test_a_redelivered_group_creates_nothing_twice(db: Database, customer: int) -> None:
+    """Committed but not acked (killed in between): the redelivery places and records nothing."""
+    commit = GroupCommit(db, "q", actor="intake:q", worker="test")
+    group = [
+        Inbound(json.dumps(message("k-1", customer, ("WIDGET", 1))).encode()),
+        Inbound(json.dumps(message("k-2", customer, ("NOPE", 1))).encode()),
+        Inbound(b"not json"),
+    ]
+    assert commit(group) == {Outcome.PLACED: 1, Outcome.REFUSED: 2}
+    assert commit(group) == {Outcome.REPLAYED: 1, Outcome.KNOWN: 2}
+    assert count(db, Order) == 1
+    assert intake_letters(db) == 2
+    assert count(db, TaskAttempt) == 2
+
+
+def test_a_database_failure_acks_nothing_and_the_group_is_retried(
+    db: Database, customer: int, intake_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first commit fails (database down): no ack, no order; the retry places each once."""
+    real_place = group_module.place
+    failures = [OperationalError("INSERT", {}, Exception("server closed the connection"))]
+
+    def flaky(*args: Any, **kwargs: Any) -> tuple[int, bool]:
+        if failures:
+            raise failures.pop()
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(group_module, "place", flaky)
+    publish_orders(
+        BROKER, intake_queue, [message(f"k-{i}", customer, ("WIDGET", 1)) for i in range(20)]
+    )
+    with consuming(db, intake_queue) as consumer:
+        wait_for(lambda: consumer.totals[Outcome.PLACED] == 20)
+    assert not failures, "the failure happened"
+    assert count(db, Order) == 20
+    assert intake_letters(db) == 0
+    assert queue_depth(intake_queue) == 0
+
+
+def test_throttled_prefetch_makes_smaller_groups(
+    db: Database, customer: int, intake_queue: str
+) -> None:
+    """With the prefetch lowered to 10, 60 messages arrive in groups of at most 10."""
+    publish_orders(
+        BROKER, intake_queue, [message(f"t-{i}", customer, ("WIDGET", 1)) for i in range(60)]
+    )
+    with consuming(db, intake_queue, prefetch=10, group_size=500) as consumer:
+        wait_for(lambda: consumer.totals[Outcome.PLACED] == 60)
+    assert consumer.groups >= 6
+    assert count(db, Order) == 60
+
+
+def _intake_worker(db: Database) -> Worker:
+    return Worker(
+        db, {"intake": IntakeStep()}, retry=RetryPolicy(0.05, 0.2), lease_seconds=5, name="w"
+    )
+
+
+def test_redrive_after_the_fix_places_the_order_once(db: Database, customer: int) -> None:
+    """Unknown SKU → dead letter; redriven unfixed → dead again; product added, redriven → one
+    order, the dead letter names it; a second redrive is refused (it is no dead letter)."""
+    commit = GroupCommit(db, "q", actor="intake:q", worker="test")
+    body = json.dumps(message("late-sku", customer, ("LATE", 2))).encode()
+    assert commit([Inbound(body)]) == {Outcome.REFUSED: 1}
+    with db.read() as session:
+        task_id = session.scalars(select(Task.id).where(Task.kind == "intake")).one()
+    worker = _intake_worker(db)
+
+    with db.transaction() as session:
+        dead_letters.redrive(session, task_id, actor="test")
+    assert worker.run_once() == 1
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.status == "dead" and task.attempts == 2
+        assert "unknown SKU: LATE" in (task.last_error or "")
+
+    with db.transaction() as session:
+        create_product(
+            session, sku="LATE", name="Late", price=500, currency="GBP", weight_grams=10, stock=5
+        )
+        dead_letters.redrive(session, task_id, actor="test")
+    assert worker.run_once() == 1
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        order = session.scalars(select(Order).where(Order.idempotency_key == "late-sku")).one()
+        assert task is not None and task.status == "done" and task.order_id == order.id
+        assert session.get(Product, "LATE").stock == 3  # type: ignore[union-attr]
+    assert count(db, TaskAttempt, TaskAttempt.task_id == task_id) == 3
+    with db.transaction() as session, pytest.raises(Exception, match="not a dead letter"):
+        dead_letters.redrive(session, task_id, actor="test")
+    # The message delivered again (a crash before its ack) changes nothing either.
+    assert commit([Inbound(body)]) == {Outcome.KNOWN: 1}
+    assert count(db, Order) == 1
+
+
+def test_discarding_an_intake_dead_letter_keeps_it_and_touches_no_order(
+    db: Database, customer: int
+) -> None:
+    """Discard of a refusal without an order: status discarded, evidence kept, no order made."""
+    commit = GroupCommit(db, "q", actor="intake:q", worker="test")
+    assert commit([Inbound(b"garbage")]) == {Outcome.REFUSED: 1}
+    with db.transaction() as session:
+        task_id = session.scalars(select(Task.id).where(Task.kind == "intake")).one()
+        dead_letters.discard(session, task_id, actor="test", reason="sender fixed it")
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.status == "discarded"
+        assert task.payload["raw"] == "garbage"
+    assert count(db, Order) == 0
