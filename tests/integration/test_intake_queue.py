@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from orderflow.catalog.models import Product
-from orderflow.catalog.service import create_customer, create_product
+from orderflow.catalog.service import create_product
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.deadletters import service as dead_letters
@@ -33,67 +30,20 @@ from orderflow.tasks.models import Task, TaskAttempt
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.worker import Worker
 from orderflow.web.app import create_app
-from tests.support.stack import ADDRESS
-
-BROKER = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def queue_depth(name: str) -> int:
-    """Messages ready in the queue (unacked ones count once their consumer is gone)."""
-
-    async def depth() -> int:
-        async with await aio_pika.connect(BROKER) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(name, passive=True)
-            return int(queue.declaration_result.message_count or 0)
-
-    return asyncio.run(depth())
+from tests.support.intake import BROKER, arrange_catalog, fresh_queue, message, queue_depth
 
 
 @pytest.fixture
 def intake_queue() -> Iterator[str]:
     """A fresh queue name, deleted afterwards."""
-    name = f"orderflow-intake-test-{uuid.uuid4().hex[:8]}"
-    yield name
-
-    async def remove() -> None:
-        async with await aio_pika.connect(BROKER) as connection:
-            channel = await connection.channel()
-            await channel.queue_delete(name)
-
-    asyncio.run(remove())
+    with fresh_queue() as name:
+        yield name
 
 
 @pytest.fixture
 def customer(db: Database) -> int:
     """A customer and two products: WIDGET (plenty) and RARE (2 in stock)."""
-    with db.transaction() as session:
-        for sku, stock in (("WIDGET", 10_000), ("RARE", 2)):
-            create_product(
-                session,
-                sku=sku,
-                name=sku,
-                price=1000,
-                currency="GBP",
-                weight_grams=100,
-                stock=stock,
-            )
-        return create_customer(
-            session,
-            name="Ada",
-            email="ada@example.com",
-            phone=None,
-            address=ADDRESS,
-            payment_method="pm_ok_visa",
-        ).id
-
-
-def message(key: str | None, customer: int, *lines: tuple[str, int]) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "customer_id": customer,
-        "lines": [{"sku": s, "quantity": q} for s, q in lines],
-    }
-    return body if key is None else {"idempotency_key": key, **body}
+    return arrange_catalog(db, {"WIDGET": 10_000, "RARE": 2})
 
 
 @contextmanager
@@ -204,15 +154,15 @@ def test_a_database_failure_acks_nothing_and_the_group_is_retried(
     db: Database, customer: int, intake_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first commit fails (database down): no ack, no order; the retry places each once."""
-    real_place = group_module.place
+    real_place = group_module.place_order
     failures = [OperationalError("INSERT", {}, Exception("server closed the connection"))]
 
-    def flaky(*args: Any, **kwargs: Any) -> tuple[int, bool]:
+    def flaky(*args: Any, **kwargs: Any) -> Any:
         if failures:
             raise failures.pop()
         return real_place(*args, **kwargs)
 
-    monkeypatch.setattr(group_module, "place", flaky)
+    monkeypatch.setattr(group_module, "place_order", flaky)
     publish_orders(
         BROKER, intake_queue, [message(f"k-{i}", customer, ("WIDGET", 1)) for i in range(20)]
     )

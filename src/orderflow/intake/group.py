@@ -12,9 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from orderflow.catalog.models import Product
 from orderflow.db import Database
 from orderflow.errors import DomainError
 from orderflow.intake import refusals
@@ -39,16 +41,56 @@ class Inbound:
     message_id: str | None = None
 
 
-def place(session: Session, msg: OrderMessage, *, actor: str) -> tuple[int, bool]:
-    """The one call into placement (swap in a set-based one here): (order id, created now)."""
-    order, created = place_order(
-        session,
-        customer_id=msg.customer_id,
-        lines=msg.lines,
-        actor=actor,
-        idempotency_key=msg.idempotency_key,
-    )
-    return order.id, created
+@dataclass(frozen=True)
+class Placed:
+    order_id: int
+    created: bool  # False: the key already had this order (a replay)
+
+
+def place_all(session: Session, msgs: list[OrderMessage], *, actor: str) -> list[Placed | Refusal]:
+    """Place each message's order, each all-or-nothing; a refusal spoils no other. The one
+    seam to placement: a set-based placement of many orders at once replaces this loop."""
+    _lock_stock(session, {line.sku for msg in msgs for line in msg.lines})
+    return [_place_one(session, msg, actor) for msg in msgs]
+
+
+def _lock_stock(session: Session, skus: set[str]) -> None:
+    """Take the group's stock rows in SKU order up front. Each order reserves its lines in SKU
+    order, but a group holds its rows until it commits, so two groups (or a group and an API
+    request) reserving in their own order could deadlock; one global order cannot (PostgreSQL;
+    SQLite has one writer anyway)."""
+    if skus and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(Product.sku)
+            .where(Product.sku.in_(sorted(skus)))
+            .order_by(Product.sku)
+            .with_for_update()
+        )
+
+
+def _place_one(session: Session, msg: OrderMessage, actor: str) -> Placed | Refusal:
+    for attempt in (1, 2):
+        try:
+            with session.begin_nested():
+                order, created = place_order(
+                    session,
+                    customer_id=msg.customer_id,
+                    lines=msg.lines,
+                    actor=actor,
+                    idempotency_key=msg.idempotency_key,
+                )
+            return Placed(order.id, created)
+        except DomainError as exc:
+            return Refusal(exc.status_code, exc.code, exc.message, ErrorClass.PERMANENT)
+        except DATABASE_DOWN:
+            raise
+        except IntegrityError as exc:
+            # Another consumer committed the same key meanwhile: once more finds its order.
+            if attempt == 2:
+                return Refusal(500, "poison", describe(exc), ErrorClass.POISON)
+        except Exception as exc:  # a bug or unstorable data: this message only
+            return Refusal(500, "poison", describe(exc), ErrorClass.POISON)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -63,46 +105,36 @@ class GroupCommit:
         outcomes: Counter[Outcome] = Counter()
         with self.db.transaction() as session:
             known = refusals.already_recorded(session, set(keys))
-            for inbound, key in zip(group, keys, strict=True):
+            settled: dict[int, Placed | Refusal] = {}
+            to_place: list[tuple[int, OrderMessage]] = []
+            for i, (inbound, key) in enumerate(zip(group, keys, strict=True)):
                 if key in known:
                     outcomes[Outcome.KNOWN] += 1
                     continue
-                outcome = self._settle(session, inbound, key)
-                if outcome is Outcome.REFUSED:
-                    known.add(key)
-                outcomes[outcome] += 1
+                parsed = parse(inbound.body)
+                if isinstance(parsed, Refusal):
+                    settled[i] = parsed
+                else:
+                    to_place.append((i, parsed))
+            placed = place_all(session, [m for _, m in to_place], actor=self.actor)
+            settled.update(zip((i for i, _ in to_place), placed, strict=True))
+            for i in sorted(settled):
+                outcomes[self._record(session, group[i], keys[i], settled[i])] += 1
         return outcomes
 
-    def _settle(self, session: Session, inbound: Inbound, key: str) -> Outcome:
-        parsed = parse(inbound.body)
-        refusal = parsed if isinstance(parsed, Refusal) else self._place(session, parsed)
-        if isinstance(refusal, Outcome):
-            return refusal
-        refusals.record(
+    def _record(
+        self, session: Session, inbound: Inbound, key: str, result: Placed | Refusal
+    ) -> Outcome:
+        if isinstance(result, Placed):
+            return Outcome.PLACED if result.created else Outcome.REPLAYED
+        new = refusals.record(
             session,
             key,
             inbound.body,
-            refusal,
+            result,
             worker=self.worker,
             queue=self.queue,
             message_id=inbound.message_id,
         )
-        return Outcome.REFUSED
-
-    def _place(self, session: Session, msg: OrderMessage) -> Outcome | Refusal:
-        for attempt in (1, 2):
-            try:
-                with session.begin_nested():
-                    _, created = place(session, msg, actor=self.actor)
-                return Outcome.PLACED if created else Outcome.REPLAYED
-            except DomainError as exc:
-                return Refusal(exc.status_code, exc.code, exc.message, ErrorClass.PERMANENT)
-            except DATABASE_DOWN:
-                raise
-            except IntegrityError as exc:
-                # Another consumer committed the same key meanwhile: once more finds its order.
-                if attempt == 2:
-                    return Refusal(500, "poison", describe(exc), ErrorClass.POISON)
-            except Exception as exc:  # a bug or unstorable data: this message only
-                return Refusal(500, "poison", describe(exc), ErrorClass.POISON)
-        raise AssertionError("unreachable")
+        # The same body twice in one group: its dead letter is recorded once.
+        return Outcome.REFUSED if new else Outcome.KNOWN

@@ -11,8 +11,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from orderflow.errors import DomainError
-from orderflow.intake.group import place
+from orderflow.intake.group import place_all
 from orderflow.intake.messages import Refusal, parse, raw_body
 from orderflow.intake.refusals import KIND
 from orderflow.tasks.errors import PermanentError, StepError
@@ -34,13 +33,11 @@ class IntakeStep:
 
     def complete(self, session: Session, task: ClaimedTask, payload: dict[str, Any]) -> None:
         parsed = parse(raw_body(payload))
-        if isinstance(parsed, Refusal):
-            error = PermanentError if parsed.error_class == "permanent" else StepError
-            raise error(parsed.reason, http_status=parsed.status)
-        try:
-            order_id, _ = place(session, parsed, actor=ACTOR)
-        except DomainError as exc:
-            reason = f"{exc.status_code} {exc.code}: {exc.message}"
-            raise PermanentError(reason, http_status=exc.status_code) from None
+        result = (
+            parsed if isinstance(parsed, Refusal) else place_all(session, [parsed], actor=ACTOR)[0]
+        )
+        if isinstance(result, Refusal):  # refused again: a dead letter again, with this attempt
+            error = PermanentError if result.error_class == "permanent" else StepError
+            raise error(result.reason, http_status=result.status)
         # The dead letter now names the order it became (or the one its key already had).
-        session.execute(update(Task).where(Task.id == task.id).values(order_id=order_id))
+        session.execute(update(Task).where(Task.id == task.id).values(order_id=result.order_id))
