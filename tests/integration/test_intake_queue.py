@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -244,3 +248,20 @@ def test_discarding_an_intake_dead_letter_keeps_it_and_touches_no_order(
         assert task is not None and task.status == "discarded"
         assert task.payload["raw"] == "garbage"
     assert count(db, Order) == 0
+
+
+def test_intake_without_a_broker_url_refuses_with_one_clear_line(tmp_path: Path) -> None:
+    """`orderflow intake` with neither ORDERFLOW_INTAKE_URL nor ORDERFLOW_BROKER_URL: exit 1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    env["ORDERFLOW_DATABASE_URL"] = f"sqlite:///{tmp_path}/orderflow.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "orderflow", "intake"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert done.returncode == 1
+    assert "ORDERFLOW_INTAKE_URL (or ORDERFLOW_BROKER_URL) must be set" in done.stderr
+    assert "Traceback" not in done.stderr
