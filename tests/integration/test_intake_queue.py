@@ -24,9 +24,11 @@ from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.deadletters import service as dead_letters
 from orderflow.intake import group as group_module
+from orderflow.intake import refusals
 from orderflow.intake.bench import placed_count, publish_orders
 from orderflow.intake.consumer import IntakeConsumer
 from orderflow.intake.group import GroupCommit, Inbound, Outcome
+from orderflow.intake.messages import raw_body
 from orderflow.intake.step import IntakeStep
 from orderflow.orders.models import Order
 from orderflow.serving import BackgroundServer
@@ -176,6 +178,53 @@ def test_a_database_failure_acks_nothing_and_the_group_is_retried(
     assert count(db, Order) == 20
     assert intake_letters(db) == 0
     assert queue_depth(intake_queue) == 0
+
+
+def test_text_the_database_cannot_store_is_kept_and_blocks_nothing(
+    db: Database, customer: int
+) -> None:
+    """NUL in the key, in a field name, in the body: refused and kept; the good one placed."""
+    commit = GroupCommit(db, "q", actor="intake:q", worker="test")
+    good = message("fine", customer, ("WIDGET", 1))
+    bad_key = json.dumps(message("nul\x00key", customer, ("WIDGET", 1))).encode()
+    bad_field = json.dumps({**message("k", customer, ("WIDGET", 1)), "\x00": 1}).encode()
+    group = [
+        Inbound(bad_key),
+        Inbound(bad_field),
+        Inbound(b"\x00 junk"),
+        Inbound(json.dumps(good).encode()),
+    ]
+    assert commit(group) == {Outcome.REFUSED: 3, Outcome.PLACED: 1}
+    with db.read() as session:
+        letters = session.scalars(select(Task).where(Task.kind == "intake")).all()
+        assert {t.payload["raw_encoding"] for t in letters} == {"utf-8"}
+        assert all("\x00" not in (t.last_error or "") for t in letters)
+    assert count(db, Order) == 1
+
+
+def test_a_refusal_the_database_will_not_store_is_kept_in_base64(
+    db: Database, customer: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing a dead letter as text fails: it is stored plain (base64, ASCII), group unharmed."""
+    real_record = refusals.record
+
+    def picky(*args: Any, plain: bool = False, **kwargs: Any) -> bool:
+        if not plain:
+            raise ValueError("the database refuses this text")
+        return real_record(*args, plain=plain, **kwargs)
+
+    monkeypatch.setattr(refusals, "record", picky)
+    commit = GroupCommit(db, "q", actor="intake:q", worker="test")
+    good = json.dumps(message("fine", customer, ("WIDGET", 1))).encode()
+    assert commit([Inbound(b"caf\xc3\xa9"), Inbound(good)]) == {
+        Outcome.REFUSED: 1,
+        Outcome.PLACED: 1,
+    }
+    with db.read() as session:
+        letter = session.scalars(select(Task).where(Task.kind == "intake")).one()
+        assert letter.payload["raw_encoding"] == "base64"
+        assert raw_body(letter.payload) == b"caf\xc3\xa9"
+    assert count(db, Order) == 1
 
 
 def test_throttled_prefetch_makes_smaller_groups(

@@ -3,7 +3,7 @@
 A refused message's dead letter is written in the same transaction as the group's orders, so
 once the transaction commits every message of the group is settled (placed, replayed or
 recorded) and the whole group may be acknowledged. A database failure (connection lost,
-deadlock, locked) raises out of `commit_group`: nothing is settled, nothing may be acked.
+deadlock, locked) raises out of `GroupCommit`: nothing is settled, nothing may be acked.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -23,6 +25,8 @@ from orderflow.intake import refusals
 from orderflow.intake.messages import OrderMessage, Refusal, dead_letter_key, parse
 from orderflow.orders.service import place_order
 from orderflow.tasks.errors import ErrorClass, describe
+
+log = structlog.get_logger("orderflow.intake")
 
 # The database itself failing: the group is retried, never settled message by message.
 DATABASE_DOWN = (OperationalError, InterfaceError)
@@ -127,7 +131,8 @@ class GroupCommit:
     ) -> Outcome:
         if isinstance(result, Placed):
             return Outcome.PLACED if result.created else Outcome.REPLAYED
-        new = refusals.record(
+        record = partial(
+            refusals.record,
             session,
             key,
             inbound.body,
@@ -136,5 +141,16 @@ class GroupCommit:
             queue=self.queue,
             message_id=inbound.message_id,
         )
+        try:
+            with session.begin_nested():
+                new = record()
+        except DATABASE_DOWN:
+            raise
+        except Exception:
+            # Whatever the database would not store (a body it cannot take as text, say) must
+            # not block the group forever: kept all the same, in base64 and ASCII.
+            log.exception("intake.refusal_stored_plain", key=key)
+            with session.begin_nested():
+                new = record(plain=True)
         # The same body twice in one group: its dead letter is recorded once.
         return Outcome.REFUSED if new else Outcome.KNOWN

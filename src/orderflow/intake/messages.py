@@ -8,9 +8,9 @@ exactly as `POST /orders` with that key and body would be.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,7 +20,10 @@ from orderflow.orders.service import LineRequest
 from orderflow.tasks.errors import ErrorClass
 from orderflow.web.api.schemas import OrderIn
 
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# No NUL: PostgreSQL text cannot hold it (an HTTP header cannot either).
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00]+$")
+]
 
 
 class MessageIn(OrderIn):
@@ -81,18 +84,20 @@ def dead_letter_key(body: bytes) -> str:
     return f"intake:{hashlib.sha256(body).hexdigest()}"
 
 
-def raw_payload(body: bytes) -> dict[str, Any]:
+def raw_payload(body: bytes, *, base64: bool = False) -> dict[str, Any]:
     """The raw body as the operator will see it: text, or base64 when it is not UTF-8."""
-    try:
-        return {"raw": body.decode("utf-8"), "raw_encoding": "utf-8"}
-    except UnicodeDecodeError:
-        return {"raw": base64.b64encode(body).decode("ascii"), "raw_encoding": "base64"}
+    if not base64:
+        try:
+            return {"raw": body.decode("utf-8"), "raw_encoding": "utf-8"}
+        except UnicodeDecodeError:
+            pass
+    return {"raw": b64encode(body).decode("ascii"), "raw_encoding": "base64"}
 
 
 def raw_body(payload: dict[str, Any]) -> bytes:
     """The bytes `raw_payload` kept (for a redrive)."""
     raw = str(payload.get("raw", ""))
-    return base64.b64decode(raw) if payload.get("raw_encoding") == "base64" else raw.encode()
+    return b64decode(raw) if payload.get("raw_encoding") == "base64" else raw.encode()
 
 
 def known_key(body: bytes) -> str | None:

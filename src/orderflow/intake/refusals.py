@@ -33,15 +33,18 @@ def record(
     worker: str,
     queue: str,
     message_id: str | None = None,
+    plain: bool = False,
 ) -> bool:
-    """Record the refusal once per key; True if this call recorded it."""
+    """Record the refusal once per key; True if this call recorded it. `plain`: the body in
+    base64 and every text in ASCII, for what the database would not store otherwise."""
     at = now()
+    text = ascii if plain else _storable
     payload = {
-        **raw_payload(body),
-        "idempotency_key": known_key(body),
+        **raw_payload(body, base64=plain),
+        "idempotency_key": None if plain else known_key(body),
         "status": refusal.status,
         "code": refusal.code,
-        "reason": refusal.message,
+        "reason": text(refusal.message),
         "queue": queue,
         "message_id": message_id,
     }
@@ -54,7 +57,7 @@ def record(
         "run_at": at,
         "attempts": 1,
         "error_class": refusal.error_class,
-        "last_error": refusal.reason,
+        "last_error": text(refusal.reason),
         "first_failed_at": at,
         "last_failed_at": at,
         "created_at": at,
@@ -74,7 +77,12 @@ def record(
             finished_at=at,
             outcome=refusal.error_class,
             http_status=refusal.status,
-            error=refusal.reason,
+            error=text(refusal.reason),
         )
     )
     return True
+
+
+def _storable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and a reason may quote the message (a field name, say).
+    return value.replace("\x00", "\\x00")
