@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,14 @@ from orderflow.tasks.models import Task, TaskAttempt
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.worker import Worker
 from orderflow.web.app import create_app
-from tests.support.intake import BROKER, arrange_catalog, fresh_queue, message, queue_depth
+from tests.support.intake import (
+    BROKER,
+    arrange_catalog,
+    close_connection,
+    fresh_queue,
+    message,
+    queue_depth,
+)
 
 
 @pytest.fixture
@@ -225,6 +233,22 @@ def test_a_refusal_the_database_will_not_store_is_kept_in_base64(
         assert letter.payload["raw_encoding"] == "base64"
         assert raw_body(letter.payload) == b"caf\xc3\xa9"
     assert count(db, Order) == 1
+
+
+def test_a_dropped_broker_connection_is_reopened_and_nothing_doubles(
+    db: Database, customer: int, intake_queue: str
+) -> None:
+    """RabbitMQ closes the consumer's connection mid-stream: it reconnects; 300 orders, once."""
+    keys = [f"c-{i}" for i in range(300)]
+    publish_orders(BROKER, intake_queue, [message(k, customer, ("WIDGET", 1)) for k in keys])
+    name = f"intake-test-{uuid.uuid4().hex[:8]}"
+    with consuming(db, intake_queue, prefetch=20, group_size=10, name=name) as consumer:
+        wait_for(lambda: placed_count(db, keys) >= 30)
+        close_connection(name)
+        wait_for(lambda: placed_count(db, keys) == 300, timeout=120)
+    assert consumer.connections >= 2, "it reconnected"
+    assert count(db, Order) == 300
+    assert queue_depth(intake_queue) == 0
 
 
 def test_throttled_prefetch_makes_smaller_groups(

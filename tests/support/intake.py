@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,3 +76,23 @@ def message(key: str | None, customer: int, *lines: tuple[str, int]) -> dict[str
         "lines": [{"sku": s, "quantity": q} for s, q in lines],
     }
     return body if key is None else {"idempotency_key": key, **body}
+
+
+def close_connection(name: str) -> None:
+    """Have RabbitMQ close the connection named `name` (as if the network dropped it)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    pids = [line.split("\t")[0] for line in listing.splitlines() if f'"{name}"' in line]
+    assert pids, f"no connection named {name}"
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )

@@ -22,6 +22,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from yarl import URL
 
 from orderflow.db import Database
 from orderflow.intake.group import DATABASE_DOWN, GroupCommit, Inbound, Outcome
@@ -54,6 +55,7 @@ class IntakeConsumer:
         self.commit = GroupCommit(db, queue, actor=f"intake:{queue}"[:100], worker=self.name)
         self.totals: Counter[Outcome] = Counter()
         self.groups = 0
+        self.connections = 0  # how many times it (re)connected
         self._channel: AbstractChannel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -93,7 +95,10 @@ class IntakeConsumer:
         )
 
     async def _consume(self, stop: threading.Event) -> None:
-        connection = await aio_pika.connect(self.url, timeout=10)
+        # Named after the consumer, so that operators (and tests) can tell its connection.
+        url = URL(self.url).update_query(name=self.name)
+        connection = await aio_pika.connect(url, timeout=10)
+        self.connections += 1
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
