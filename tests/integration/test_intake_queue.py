@@ -251,6 +251,32 @@ def test_a_dropped_broker_connection_is_reopened_and_nothing_doubles(
     assert queue_depth(intake_queue) == 0
 
 
+def test_two_consumers_sharing_duplicated_messages_place_each_order_once(
+    db: Database, customer: int, intake_queue: str
+) -> None:
+    """Every message published twice, two consumers on the queue: one order (and one stock
+    reservation) per key."""
+    keys = [f"d-{i}" for i in range(150)]
+    bodies = [
+        message(k, customer, ("WIDGET", 1), *([("RARE", 1)] if i < 2 else []))
+        for i, k in enumerate(keys)
+    ]
+    publish_orders(BROKER, intake_queue, [*bodies, *reversed(bodies)])
+    with (
+        consuming(db, intake_queue, prefetch=20, group_size=10) as one,
+        consuming(db, intake_queue, prefetch=20, group_size=10) as two,
+    ):
+        wait_for(lambda: one.totals.total() + two.totals.total() == 300, timeout=120)
+    outcomes = one.totals + two.totals
+    assert outcomes == {Outcome.PLACED: 150, Outcome.REPLAYED: 150}
+    assert count(db, Order) == 150
+    assert one.groups and two.groups, "both consumers took part"
+    with db.read() as session:
+        assert session.get(Product, "WIDGET").stock == 10_000 - 150  # type: ignore[union-attr]
+        assert session.get(Product, "RARE").stock == 0  # type: ignore[union-attr]
+    assert queue_depth(intake_queue) == 0
+
+
 def test_throttled_prefetch_makes_smaller_groups(
     db: Database, customer: int, intake_queue: str
 ) -> None:
