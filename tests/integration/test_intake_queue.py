@@ -329,8 +329,34 @@ def test_redrive_after_the_fix_places_the_order_once(db: Database, customer: int
     with db.transaction() as session, pytest.raises(Exception, match="not a dead letter"):
         dead_letters.redrive(session, task_id, actor="test")
     # The message delivered again (a crash before its ack) changes nothing either.
-    assert commit([Inbound(body)]) == {Outcome.KNOWN: 1}
+    assert commit([Inbound(body)]) == {Outcome.REPLAYED: 1}
     assert count(db, Order) == 1
+
+
+def test_a_refused_message_sent_again_after_the_fix_is_placed_and_closes_its_dead_letter(
+    db: Database, customer: int
+) -> None:
+    """Refused (unknown SKU), refused again (no second dead letter), product added, sent again:
+    one order; the dead letter is done, names the order, and its attempts tell the story."""
+    commit = GroupCommit(db, "q", actor="intake:q", worker="test")
+    body = json.dumps(message("resent", customer, ("LATE", 1))).encode()
+    assert commit([Inbound(body)]) == {Outcome.REFUSED: 1}
+    assert commit([Inbound(body)]) == {Outcome.KNOWN: 1}
+    with db.transaction() as session:
+        create_product(
+            session, sku="LATE", name="Late", price=500, currency="GBP", weight_grams=10, stock=5
+        )
+    assert commit([Inbound(body), Inbound(body)]) == {Outcome.PLACED: 1, Outcome.REPLAYED: 1}
+    with db.read() as session:
+        task = session.scalars(select(Task).where(Task.kind == "intake")).one()
+        order = session.scalars(select(Order)).one()
+        assert (task.status, task.order_id, task.attempts) == ("done", order.id, 2)
+        outcomes = session.scalars(
+            select(TaskAttempt.outcome)
+            .where(TaskAttempt.task_id == task.id)
+            .order_by(TaskAttempt.id)
+        ).all()
+        assert outcomes == ["permanent", "ok"]
 
 
 def test_discarding_an_intake_dead_letter_keeps_it_and_touches_no_order(

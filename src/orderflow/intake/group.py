@@ -2,8 +2,10 @@
 
 A refused message's dead letter is written in the same transaction as the group's orders, so
 once the transaction commits every message of the group is settled (placed, replayed or
-recorded) and the whole group may be acknowledged. A database failure (connection lost,
-deadlock, locked) raises out of `GroupCommit`: nothing is settled, nothing may be acked.
+recorded) and the whole group may be acknowledged. A message delivered again is judged again:
+its idempotency key makes it a replay, and a refusal is recorded once per body. A database
+failure (connection lost, deadlock, locked) raises out of `GroupCommit`: nothing is settled,
+nothing may be acked.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Outcome(StrEnum):
     PLACED = "placed"
     REPLAYED = "replayed"  # its idempotency key already has this order: nothing new
     REFUSED = "refused"  # recorded as a dead letter now
-    KNOWN = "known"  # refused earlier (a redelivery): its dead letter exists already
+    KNOWN = "known"  # refused again: its dead letter exists already
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,12 @@ class GroupCommit:
         keys = [dead_letter_key(m.body) for m in group]
         outcomes: Counter[Outcome] = Counter()
         with self.db.transaction() as session:
-            known = refusals.already_recorded(session, set(keys))
+            # Messages refused before: sent again, they are judged again, as a repeated
+            # POST /orders would be; only their refusal is not recorded twice.
+            recorded = refusals.already_recorded(session, set(keys))
             settled: dict[int, Placed | Refusal] = {}
             to_place: list[tuple[int, OrderMessage]] = []
-            for i, (inbound, key) in enumerate(zip(group, keys, strict=True)):
-                if key in known:
-                    outcomes[Outcome.KNOWN] += 1
-                    continue
+            for i, inbound in enumerate(group):
                 parsed = parse(inbound.body)
                 if isinstance(parsed, Refusal):
                     settled[i] = parsed
@@ -123,14 +124,25 @@ class GroupCommit:
             placed = place_all(session, [m for _, m in to_place], actor=self.actor)
             settled.update(zip((i for i, _ in to_place), placed, strict=True))
             for i in sorted(settled):
-                outcomes[self._record(session, group[i], keys[i], settled[i])] += 1
+                outcome = self._record(session, group[i], keys[i], settled[i], recorded)
+                outcomes[outcome] += 1
         return outcomes
 
     def _record(
-        self, session: Session, inbound: Inbound, key: str, result: Placed | Refusal
+        self,
+        session: Session,
+        inbound: Inbound,
+        key: str,
+        result: Placed | Refusal,
+        recorded: set[str],
     ) -> Outcome:
         if isinstance(result, Placed):
+            if key in recorded:  # refused once, accepted now (the cause was fixed meanwhile)
+                refusals.resolve(session, key, result.order_id, worker=self.worker)
             return Outcome.PLACED if result.created else Outcome.REPLAYED
+        if key in recorded:
+            return Outcome.KNOWN
+        recorded.add(key)  # the same body twice in one group: recorded once
         record = partial(
             refusals.record,
             session,
@@ -152,5 +164,4 @@ class GroupCommit:
             log.exception("intake.refusal_stored_plain", key=key)
             with session.begin_nested():
                 new = record(plain=True)
-        # The same body twice in one group: its dead letter is recorded once.
         return Outcome.REFUSED if new else Outcome.KNOWN

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,34 @@ def already_recorded(session: Session, keys: Collection[str]) -> set[str]:
     if not keys:
         return set()
     return set(session.scalars(select(Task.key).where(Task.key.in_(list(keys)))))
+
+
+def resolve(session: Session, key: str, order_id: int, *, worker: str) -> None:
+    """The message of a dead letter was sent again and accepted: the dead letter is done and
+    names its order, with an attempt record saying so (it would only be a replay if redriven)."""
+    at = now()
+    row = session.execute(
+        update(Task)
+        .where(Task.key == key, Task.status == TaskStatus.DEAD)
+        .values(
+            status=TaskStatus.DONE,
+            order_id=order_id,
+            attempts=Task.attempts + 1,
+            finished_at=at,
+        )
+        .returning(Task.id, Task.attempts)
+    ).first()
+    if row is not None:
+        session.add(
+            TaskAttempt(
+                task_id=row.id,
+                attempt=row.attempts,
+                worker=worker,
+                started_at=at,
+                finished_at=at,
+                outcome="ok",
+            )
+        )
 
 
 def record(
