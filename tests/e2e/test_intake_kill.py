@@ -45,8 +45,9 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
     processes: ProcessGroup,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """1,000 messages (50 refused), intake killed -9 twice mid-stream and restarted: each good
-    key has exactly one order, each bad message one dead letter, stock exact, queue empty."""
+    """1,000 messages (50 refused), intake killed -9 twice and stopped once mid-stream, restarted
+    each time: each good key has one order, each bad message one dead letter, stock exact,
+    queue empty."""
     db = Database(database_url, pool_size=1)
     customer = arrange_catalog(db, {"WIDGET": STOCK, "GADGET": STOCK})
     rng = random.Random(7)
@@ -81,6 +82,12 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
         killed_at.append(placed_count(db, keys))
         proc = processes.restart(proc)
     assert killed_at[-1] < GOOD, f"the kills came too late to be mid-stream: {killed_at}"
+    # And a clean stop mid-stream: the group in hand is settled and acked, the process exits 0.
+    wait_until(lambda: placed_count(db, keys) >= 700, timeout=60, every=0.01)
+    assert proc.terminate(grace=30) == 0, "SIGTERM mid-stream stops intake cleanly"
+    stopped_at = placed_count(db, keys)
+    assert stopped_at < GOOD, "the SIGTERM came too late to be mid-stream"
+    proc = processes.restart(proc)
 
     def intake_letters() -> int:
         return _count(db, select(func.count()).select_from(Task).where(Task.kind == "intake"))
@@ -124,7 +131,8 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
     with capsys.disabled():
         print(
             f"\nintake kill -9 ({database_url.split(':')[0]}): {GOOD + BAD} messages, "
-            f"killed at {killed_at} orders; {orders} orders, {doubled} doubled, {lost} lost, "
+            f"killed at {killed_at} orders, stopped at {stopped_at}; {orders} orders, "
+            f"{doubled} doubled, {lost} lost, "
             f"{BAD} dead letters ({attempts} attempt records), {redelivered} redelivered "
             f"after commit (replays), queue depth {depth}, "
             f"{seconds:.1f}s"
