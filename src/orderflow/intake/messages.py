@@ -57,7 +57,8 @@ def parse(body: bytes) -> OrderMessage | Refusal:
     except UnicodeDecodeError:
         return Refusal(422, "unreadable", "the body is not UTF-8 text", ErrorClass.POISON)
     except json.JSONDecodeError as exc:
-        return Refusal(422, "unreadable", f"the body is not JSON: {exc}", ErrorClass.POISON)
+        # Without the position, so that one kind of broken body groups as one cause.
+        return Refusal(422, "unreadable", f"the body is not JSON: {exc.msg}", ErrorClass.POISON)
     if not isinstance(data, dict):
         return Refusal(422, "invalid_request", "the body must be a JSON object", ErrorClass.POISON)
     try:
