@@ -183,6 +183,7 @@ def intake(migrate_first: bool) -> None:
         prefetch=settings.intake_prefetch,
         group_size=settings.intake_group_size,
         group_seconds=settings.intake_group_seconds,
+        transaction_seconds=settings.intake_transaction_seconds,
     )
     stop = threading.Event()
 

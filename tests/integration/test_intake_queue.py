@@ -277,6 +277,19 @@ def test_two_consumers_sharing_duplicated_messages_place_each_order_once(
     assert queue_depth(intake_queue) == 0
 
 
+def test_groups_are_as_large_as_one_short_transaction_allows() -> None:
+    """Unknown cost: 50; 25 ms a message with a 0.5 s budget: 20; never above prefetch or size."""
+    consumer = IntakeConsumer(Database("sqlite://"), BROKER, "q", prefetch=1000, group_size=500)
+    assert consumer.group_limit() == 50
+    consumer.learn_cost(2.5, 100)
+    assert consumer.group_limit() == 20
+    for _ in range(30):
+        consumer.learn_cost(0.0001, 100)  # placement got fast: groups grow to the full size
+    assert consumer.group_limit() == 500
+    consumer.throttle(8)
+    assert consumer.group_limit() == 8
+
+
 def test_throttled_prefetch_makes_smaller_groups(
     db: Database, customer: int, intake_queue: str
 ) -> None:

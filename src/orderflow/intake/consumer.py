@@ -1,7 +1,8 @@
 """`orderflow intake`: consume order messages from RabbitMQ, commit them in groups, ack after.
 
 RabbitMQ pushes up to `prefetch` unacknowledged messages; they are cut into groups (up to
-`group_size` messages, or whatever arrived within `group_seconds` of the first), each group is
+`group_size` messages, or whatever arrived within `group_seconds` of the first; fewer when
+one transaction of that many would take longer than `transaction_seconds`), each group is
 committed in one transaction (on a thread, so the connection's heartbeats go on), and only then
 acknowledged with one `basic.ack(multiple=True)` up to its last delivery tag. A process killed
 at any moment leaves its unacked messages to RabbitMQ, which delivers them again; the orders'
@@ -32,6 +33,7 @@ log = structlog.get_logger("orderflow.intake")
 BROKER_LOST = (AMQPError, ChannelInvalidStateError, OSError, asyncio.TimeoutError)
 POLL_SECONDS = 0.2  # how often a waiting consumer looks at the stop flag
 MAX_BACKOFF_SECONDS = 10.0
+FIRST_GROUP = 50  # before the cost of a message is known
 
 
 class IntakeConsumer:
@@ -44,6 +46,7 @@ class IntakeConsumer:
         prefetch: int = 1000,
         group_size: int = 500,
         group_seconds: float = 0.1,
+        transaction_seconds: float = 0.5,
         name: str | None = None,
     ) -> None:
         self.url = url
@@ -51,6 +54,8 @@ class IntakeConsumer:
         self.prefetch = prefetch
         self.group_size = group_size
         self.group_seconds = group_seconds
+        self.transaction_seconds = transaction_seconds
+        self._seconds_per_message: float | None = None  # measured, smoothed
         self.name = name or f"intake:{socket.gethostname()}:{os.getpid()}"
         self.commit = GroupCommit(db, queue, actor=f"intake:{queue}"[:100], worker=self.name)
         self.totals: Counter[Outcome] = Counter()
@@ -71,6 +76,26 @@ class IntakeConsumer:
         loop, channel = self._loop, self._channel
         if loop is not None and channel is not None:
             asyncio.run_coroutine_threadsafe(channel.set_qos(prefetch_count=self.prefetch), loop)
+
+    def group_limit(self) -> int:
+        """Messages in the next group: at most `group_size`, no more than the prefetch window
+        (more could never come), and as many as one transaction settles in about
+        `transaction_seconds`, so that a group never holds its stock rows (or SQLite's write
+        lock) for long while placement is slow."""
+        limit = min(self.group_size, self.prefetch)
+        if self._seconds_per_message:
+            limit = min(limit, int(self.transaction_seconds / self._seconds_per_message))
+        else:
+            limit = min(limit, FIRST_GROUP)
+        return max(1, limit)
+
+    def learn_cost(self, seconds: float, messages: int) -> None:
+        """What a group of `messages` took to commit (smoothed into the cost of a message)."""
+        per_message = seconds / max(1, messages)
+        previous = self._seconds_per_message
+        self._seconds_per_message = (
+            per_message if previous is None else 0.7 * previous + 0.3 * per_message
+        )
 
     # --- the loop --------------------------------------------------------------------------
     async def _run(self, stop: threading.Event) -> None:
@@ -122,7 +147,7 @@ class IntakeConsumer:
     ) -> list[AbstractIncomingMessage]:
         """The next group: what is waiting, topped up until full or `group_seconds` passed."""
         group: list[AbstractIncomingMessage] = []
-        limit = min(self.group_size, self.prefetch)  # more than the window could never come
+        limit = self.group_limit()
         deadline: float | None = None
         loop = asyncio.get_running_loop()
         while len(group) < limit and not stop.is_set():
@@ -158,6 +183,7 @@ class IntakeConsumer:
         # Deliveries are grouped in delivery order on one channel, so this acks exactly them.
         await group[-1].ack(multiple=True)
         self.groups += 1
+        self.learn_cost(time.monotonic() - started, len(group))
         self.totals.update(outcomes)
         log.info(
             "intake.group",
