@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from orderflow.catalog.models import Product
 from orderflow.catalog.service import create_product
@@ -167,9 +167,13 @@ def test_a_redelivered_group_creates_nothing_twice(db: Database, customer: int) 
 def test_a_database_failure_acks_nothing_and_the_group_is_retried(
     db: Database, customer: int, intake_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first commit fails (database down): no ack, no order; the retry places each once."""
+    """The first commits fail (database down, schema unknown): no ack, no order, no dead letter;
+    the retry places each once."""
     real_place = group_module.place_order
-    failures = [OperationalError("INSERT", {}, Exception("server closed the connection"))]
+    failures = [
+        OperationalError("INSERT", {}, Exception("server closed the connection")),
+        ProgrammingError("SELECT", {}, Exception('column "x" does not exist')),  # mid-deploy
+    ]
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
         if failures:
@@ -182,7 +186,7 @@ def test_a_database_failure_acks_nothing_and_the_group_is_retried(
     )
     with consuming(db, intake_queue) as consumer:
         wait_for(lambda: consumer.totals[Outcome.PLACED] == 20)
-    assert not failures, "the failure happened"
+    assert not failures, "the failures happened"
     assert count(db, Order) == 20
     assert intake_letters(db) == 0
     assert queue_depth(intake_queue) == 0

@@ -17,7 +17,13 @@ from functools import partial
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session
 
 from orderflow.catalog.models import Product
@@ -32,6 +38,13 @@ log = structlog.get_logger("orderflow.intake")
 
 # The database itself failing: the group is retried, never settled message by message.
 DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+def _systemic(exc: BaseException) -> bool:
+    """The database failing as a whole (down, locked, deadlocked, a column it does not know):
+    not this message's fault, so the group is retried and nothing is acked. A value it cannot
+    take (DataError) or a constraint (IntegrityError) is about this message."""
+    return isinstance(exc, DBAPIError) and not isinstance(exc, DataError | IntegrityError)
 
 
 class Outcome(StrEnum):
@@ -88,13 +101,14 @@ def _place_one(session: Session, msg: OrderMessage, actor: str) -> Placed | Refu
             return Placed(order.id, created)
         except DomainError as exc:
             return Refusal(exc.status_code, exc.code, exc.message, ErrorClass.PERMANENT)
-        except DATABASE_DOWN:
-            raise
         except IntegrityError as exc:
             # Another consumer committed the same key meanwhile: once more finds its order.
             if attempt == 2:
                 return Refusal(500, "poison", describe(exc), ErrorClass.POISON)
-        except Exception as exc:  # a bug or unstorable data: this message only
+        except Exception as exc:
+            if _systemic(exc):
+                raise
+            # A bug this message trips, a value the database cannot take: this message only.
             return Refusal(500, "poison", describe(exc), ErrorClass.POISON)
     raise AssertionError("unreachable")
 
@@ -156,9 +170,9 @@ class GroupCommit:
         try:
             with session.begin_nested():
                 new = record()
-        except DATABASE_DOWN:
-            raise
-        except Exception:
+        except Exception as exc:
+            if _systemic(exc):
+                raise
             # Whatever the database would not store (a body it cannot take as text, say) must
             # not block the group forever: kept all the same, in base64 and ASCII.
             log.exception("intake.refusal_stored_plain", key=key)
