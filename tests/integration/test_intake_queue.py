@@ -294,15 +294,19 @@ def test_groups_are_as_large_as_one_short_transaction_allows() -> None:
     assert consumer.group_limit() == 8
 
 
-def test_throttled_prefetch_makes_smaller_groups(
+def test_throttling_a_running_consumer_narrows_its_window_and_groups(
     db: Database, customer: int, intake_queue: str
 ) -> None:
-    """With the prefetch lowered to 10, 60 messages arrive in groups of at most 10."""
-    publish_orders(
-        BROKER, intake_queue, [message(f"t-{i}", customer, ("WIDGET", 1)) for i in range(60)]
-    )
-    with consuming(db, intake_queue, prefetch=10, group_size=500) as consumer:
+    """Throttled to 10 while running: 60 messages then arrive 10 unacked at most, in groups of
+    at most 10."""
+    with consuming(db, intake_queue, prefetch=1000, group_size=500) as consumer:
+        wait_for(lambda: consumer.connections == 1)
+        consumer.throttle(10)
+        time.sleep(0.5)  # the new window reaches RabbitMQ
+        keys = [f"t-{i}" for i in range(60)]
+        publish_orders(BROKER, intake_queue, [message(k, customer, ("WIDGET", 1)) for k in keys])
         wait_for(lambda: consumer.totals[Outcome.PLACED] == 60)
+    assert consumer.peak_unacked <= 10
     assert consumer.groups >= 6
     assert count(db, Order) == 60
 

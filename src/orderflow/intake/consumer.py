@@ -61,6 +61,7 @@ class IntakeConsumer:
         self.totals: Counter[Outcome] = Counter()
         self.groups = 0
         self.connections = 0  # how many times it (re)connected
+        self.peak_unacked = 0  # the most deliveries seen unacknowledged at once
         self._channel: AbstractChannel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -75,7 +76,9 @@ class IntakeConsumer:
         self.prefetch = max(1, prefetch)
         loop, channel = self._loop, self._channel
         if loop is not None and channel is not None:
-            asyncio.run_coroutine_threadsafe(channel.set_qos(prefetch_count=self.prefetch), loop)
+            asyncio.run_coroutine_threadsafe(
+                channel.set_qos(prefetch_count=self.prefetch, global_=True), loop
+            )
 
     def group_limit(self) -> int:
         """Messages in the next group: at most `group_size`, no more than the prefetch window
@@ -103,15 +106,16 @@ class IntakeConsumer:
         log.info("intake.started", consumer=self.name, queue=self.queue, prefetch=self.prefetch)
         backoff = 0.5
         while not stop.is_set():
+            connections = self.connections
             try:
                 await self._consume(stop)
             except BROKER_LOST as exc:
+                if self.connections > connections:
+                    backoff = 0.5  # it was connected: a new outage, not the same one
                 # Unacked messages go back to the queue with the channel; nothing is lost.
                 log.warning("intake.broker_lost", error=repr(exc), retry_in=backoff)
                 await _sleep(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            else:
-                backoff = 0.5
         log.info(
             "intake.stopped",
             consumer=self.name,
@@ -126,7 +130,9 @@ class IntakeConsumer:
         self.connections += 1
         async with connection:
             channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self.prefetch)
+            # Per channel ("global"), not per consumer: only then does a later change of the
+            # window (throttle) apply to the running consumer.
+            await channel.set_qos(prefetch_count=self.prefetch, global_=True)
             queue = await channel.declare_queue(self.queue, durable=True)
             inbox = _Inbox()
             consumer_tag = await queue.consume(inbox.put)
@@ -161,6 +167,7 @@ class IntakeConsumer:
             if wait <= 0:
                 break
             await inbox.wait(wait)
+        self.peak_unacked = max(self.peak_unacked, len(group) + len(inbox.messages))
         return group
 
     async def _settle(self, group: list[AbstractIncomingMessage], stop: threading.Event) -> None:
