@@ -301,11 +301,12 @@ def test_throttling_a_running_consumer_narrows_its_window_and_groups(
     at most 10."""
     with consuming(db, intake_queue, prefetch=1000, group_size=500) as consumer:
         wait_for(lambda: consumer.connections == 1)
-        consumer.throttle(10)
-        time.sleep(0.5)  # the new window reaches RabbitMQ
+        applied = consumer.throttle(10)
+        assert applied is not None
+        applied.result(timeout=10)
         keys = [f"t-{i}" for i in range(60)]
         publish_orders(BROKER, intake_queue, [message(k, customer, ("WIDGET", 1)) for k in keys])
-        wait_for(lambda: consumer.totals[Outcome.PLACED] == 60)
+        wait_for(lambda: consumer.totals[Outcome.PLACED] == 60, timeout=120)
     assert consumer.peak_unacked <= 10
     assert consumer.groups >= 6
     assert count(db, Order) == 60

@@ -17,7 +17,9 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from concurrent.futures import Future
 from contextlib import suppress
+from typing import Any
 
 import aio_pika
 import structlog
@@ -70,15 +72,17 @@ class IntakeConsumer:
         """Consume until `stop` is set; the group in hand is committed and acked first."""
         asyncio.run(self._run(stop))
 
-    def throttle(self, prefetch: int) -> None:
-        """Change the prefetch window now (from any thread): fewer messages in flight, smaller
-        groups. Backpressure's lever; also kept across reconnections."""
+    def throttle(self, prefetch: int) -> Future[Any] | None:
+        """Change the prefetch window now (from another thread): fewer messages in flight,
+        smaller groups; kept across reconnections. Backpressure's lever. Returns what to wait
+        on until RabbitMQ applied it (None when not connected: applied on connecting)."""
         self.prefetch = max(1, prefetch)
         loop, channel = self._loop, self._channel
-        if loop is not None and channel is not None:
-            asyncio.run_coroutine_threadsafe(
-                channel.set_qos(prefetch_count=self.prefetch, global_=True), loop
-            )
+        if loop is None or channel is None:
+            return None
+        return asyncio.run_coroutine_threadsafe(
+            channel.set_qos(prefetch_count=self.prefetch, global_=True), loop
+        )
 
     def group_limit(self) -> int:
         """Messages in the next group: at most `group_size`, no more than the prefetch window
