@@ -172,7 +172,7 @@ def intake(migrate_first: bool) -> None:
 
     logs.configure(json=True)
     settings = _settings()
-    url = settings.intake_url or settings.broker_url
+    url = settings.intake_broker_url
     if not url:
         raise click.ClickException("ORDERFLOW_INTAKE_URL (or ORDERFLOW_BROKER_URL) must be set")
     db = _open_database(settings, migrate_first, pool_size=2)

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     intake_group_seconds: float = Field(0.1, ge=0)
     intake_transaction_seconds: float = Field(0.5, gt=0)
 
+    @property
+    def intake_broker_url(self) -> str | None:
+        """Where `orderflow intake` consumes: ORDERFLOW_INTAKE_URL, else the events broker."""
+        return self.intake_url or self.broker_url
+
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> Settings:
         # A batch's calls run concurrently, so one batch lasts about one HTTP timeout; the lease
