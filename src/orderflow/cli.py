@@ -164,6 +164,40 @@ def worker(migrate_first: bool, name: str | None, metrics_port: int | None) -> N
 
 
 @main.command()
+@click.option("--migrate", "migrate_first", is_flag=True, help="upgrade the schema first")
+@_friendly
+def intake(migrate_first: bool) -> None:
+    """Consume orders from RabbitMQ (ORDERFLOW_INTAKE_URL, ORDERFLOW_INTAKE_QUEUE)."""
+    from orderflow.intake.consumer import IntakeConsumer
+
+    logs.configure(json=True)
+    settings = _settings()
+    url = settings.intake_broker_url
+    if not url:
+        raise click.ClickException("ORDERFLOW_INTAKE_URL (or ORDERFLOW_BROKER_URL) must be set")
+    db = _open_database(settings, migrate_first, pool_size=2)
+    consumer = IntakeConsumer(
+        db,
+        url,
+        settings.intake_queue,
+        prefetch=settings.intake_prefetch,
+        group_size=settings.intake_group_size,
+        group_seconds=settings.intake_group_seconds,
+        transaction_seconds=settings.intake_transaction_seconds,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        click.echo(f"received {signal.Signals(signum).name}: settling the group in hand", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    consumer.run(stop)
+    db.dispose()
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(

@@ -82,6 +82,22 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = Field(1.0, gt=0)
     outbox_retention_days: float = Field(7.0, gt=0)
 
+    # Queue intake (`orderflow intake`): where orders arrive, how many messages may be in
+    # flight (lower it to throttle), and how many orders one transaction commits (group
+    # commit), waiting at most this long to fill a group; groups shrink so that one
+    # transaction lasts about `intake_transaction_seconds` (it holds its products' stock rows).
+    intake_url: str | None = None  # default: broker_url
+    intake_queue: str = "orderflow.orders"
+    intake_prefetch: int = Field(1000, ge=1, le=65535)
+    intake_group_size: int = Field(500, ge=1, le=10000)
+    intake_group_seconds: float = Field(0.1, ge=0)
+    intake_transaction_seconds: float = Field(0.5, gt=0)
+
+    @property
+    def intake_broker_url(self) -> str | None:
+        """Where `orderflow intake` consumes: ORDERFLOW_INTAKE_URL, else the events broker."""
+        return self.intake_url or self.broker_url
+
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> Settings:
         # A batch's calls run concurrently, so one batch lasts about one HTTP timeout; the lease

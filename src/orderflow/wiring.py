@@ -16,6 +16,7 @@ from orderflow.deadletters.auto import auto_redrive
 from orderflow.deadletters.steps import RedriveStep
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
+from orderflow.intake.step import IntakeStep
 from orderflow.notifications.mailer import Mailer
 from orderflow.notifications.steps import NotifyStep
 from orderflow.payments.paydesk import PaydeskClient
@@ -89,6 +90,7 @@ def build_steps(settings: Settings, adapters: Adapters, db: Database) -> dict[st
         CancelShipmentStep(adapters.carrier),
         NotifyStep(adapters.mailer, settings.mail_from),
         RedriveStep(),
+        IntakeStep(),  # redriven intake dead letters
         SlackAlertStep(adapters.slack),
         EmailAlertStep(adapters.mailer, settings.mail_from, settings.logistics_email),
         *periodic_jobs(settings, db),

@@ -1,0 +1,1 @@
+"""Queue intake: orders consumed from RabbitMQ, committed in groups, acknowledged after commit."""
