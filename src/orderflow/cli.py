@@ -169,6 +169,7 @@ def worker(migrate_first: bool, name: str | None, metrics_port: int | None) -> N
 def intake(migrate_first: bool) -> None:
     """Consume orders from RabbitMQ (ORDERFLOW_INTAKE_URL, ORDERFLOW_INTAKE_QUEUE)."""
     from orderflow.intake.consumer import IntakeConsumer
+    from orderflow.wiring import pressure_gauge
 
     logs.configure(json=True)
     settings = _settings()
@@ -184,6 +185,7 @@ def intake(migrate_first: bool) -> None:
         group_size=settings.intake_group_size,
         group_seconds=settings.intake_group_seconds,
         transaction_seconds=settings.intake_transaction_seconds,
+        pressure=pressure_gauge(settings, db),
     )
     stop = threading.Event()
 

@@ -27,6 +27,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from yarl import URL
 
+from orderflow.backpressure import SHEDDING, WARNING, Gauge
 from orderflow.db import Database
 from orderflow.intake.group import DATABASE_DOWN, GroupCommit, Inbound, Outcome
 
@@ -50,10 +51,13 @@ class IntakeConsumer:
         group_seconds: float = 0.1,
         transaction_seconds: float = 0.5,
         name: str | None = None,
+        pressure: Gauge | None = None,
     ) -> None:
         self.url = url
         self.queue = queue
         self.prefetch = prefetch
+        self.full_prefetch = prefetch
+        self.pressure = pressure  # behind on payments: take fewer messages at a time
         self.group_size = group_size
         self.group_seconds = group_seconds
         self.transaction_seconds = transaction_seconds
@@ -103,6 +107,21 @@ class IntakeConsumer:
         self._seconds_per_message = (
             per_message if previous is None else 0.7 * previous + 0.3 * per_message
         )
+
+    async def _follow_pressure(self) -> None:
+        """Backpressure: the full window when normal, a tenth of it on warning, one message
+        at a time while shedding; unacknowledged messages wait safely in RabbitMQ."""
+        if self.pressure is None:
+            return
+        state = (await asyncio.to_thread(self.pressure.current)).state
+        wanted = {SHEDDING: 1, WARNING: max(1, self.full_prefetch // 10)}.get(
+            state, self.full_prefetch
+        )
+        if wanted != self.prefetch:
+            log.warning("intake.throttled", state=state, prefetch=wanted)
+            self.prefetch = wanted
+            if self._channel is not None:
+                await self._channel.set_qos(prefetch_count=wanted, global_=True)
 
     # --- the loop --------------------------------------------------------------------------
     async def _run(self, stop: threading.Event) -> None:
@@ -196,6 +215,7 @@ class IntakeConsumer:
         self.groups += 1
         self.learn_cost(time.monotonic() - started, len(group))
         self.totals.update(outcomes)
+        await self._follow_pressure()
         log.info(
             "intake.group",
             size=len(group),

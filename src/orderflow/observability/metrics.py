@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import and_, func, select
 
+from orderflow.backpressure import STATES, Gauge
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies.models import Dependency
@@ -127,11 +128,36 @@ class DatabaseCollector(Collector):
             yield sent
 
 
-def registry_for(db: Database | None) -> CollectorRegistry:
+class PressureCollector(Collector):
+    """Backpressure as this process sees it (measured at most once a second)."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+
+    def collect(self) -> Iterable[Metric]:
+        pressure = self.gauge.current()
+        state = GaugeMetricFamily(
+            "orderflow_backpressure_state",
+            "1 for the current intake state (normal, warning, shedding), 0 for the others",
+            labels=["state"],
+        )
+        for name in STATES:
+            state.add_metric([name], 1.0 if pressure.state == name else 0.0)
+        yield state
+        yield GaugeMetricFamily(
+            "orderflow_backpressure_oldest_due_seconds",
+            "Age of the oldest due payment task whose dependency is up (what backpressure reads)",
+            value=pressure.oldest_due_seconds,
+        )
+
+
+def registry_for(db: Database | None, pressure: Gauge | None = None) -> CollectorRegistry:
     """This process's metrics, plus the database's when `db` is given."""
     registry = CollectorRegistry()
     for metric in (WEBHOOKS, STEP_SECONDS, EMAILS_SENT, PLACED_TO_SHIPPED):
         registry.register(metric)
     if db is not None:
         registry.register(DatabaseCollector(db))
+    if pressure is not None:
+        registry.register(PressureCollector(pressure))
     return registry

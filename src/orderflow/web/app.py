@@ -22,7 +22,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
         description="Fault-tolerant order fulfilment. Bearer token on /api/v1.",
     )
     app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
-    app.state.metrics = registry_for(db)
+    app.state.metrics = registry_for(db, app.state.ctx.pressure)
     errors.install(app)
     app.include_router(catalog.router, prefix="/api/v1")
     app.include_router(orders.router, prefix="/api/v1")

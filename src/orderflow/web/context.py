@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from orderflow.backpressure import Gauge
 from orderflow.config import Settings
 from orderflow.db import Database
 
@@ -19,6 +20,14 @@ class AppContext:
     settings: Settings
     db: Database
     mailbox: Any = None  # the demo's MailSink, whose messages the console shows
+    pressure: Gauge = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pressure = Gauge(
+            self.db,
+            self.settings.backpressure_warning_seconds,
+            self.settings.backpressure_shedding_seconds,
+        )
 
 
 class Unauthorized(Exception):
