@@ -11,7 +11,7 @@ history commits with the change it records, or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -120,23 +120,33 @@ def lock_head(session: Session, order_id: int) -> ChainHead:
     return head
 
 
-def lock_heads(session: Session, order_ids: list[int]) -> None:
+def lock_heads(session: Session, order_ids: list[int], *, whole_rows: bool = False) -> None:
     """Lock many order rows in one statement, in id order (one global lock order for all
-    writers); in a deferred batch, keep their heads. Ids of no order are ignored."""
+    writers); in a deferred batch, keep their heads. Ids of no order are ignored.
+    `whole_rows`: load them as `Order` objects too (for a batch whose steps read them)."""
     batch = deferred.current()
     wanted = sorted(set(order_ids) - (batch.heads.keys() if batch else set()))
     if not wanted:
         return
-    # Whole rows, so that later `session.get(Order, id)` in this transaction costs nothing;
-    # their status and head are read from the batch, which moves them (not these objects).
-    rows = session.scalars(
-        select(Order)
-        .where(Order.id.in_(wanted))
-        .order_by(Order.id)
-        .with_for_update()
-        .options(lazyload(Order.lines))
-        .execution_options(populate_existing=True)
-    ).all()
+    rows: Sequence[Any]
+    if whole_rows:
+        # So that later `session.get(Order, id)` in this transaction costs nothing; status
+        # and head are read from the batch, which moves them (not these objects).
+        rows = session.scalars(
+            select(Order)
+            .where(Order.id.in_(wanted))
+            .order_by(Order.id)
+            .with_for_update()
+            .options(lazyload(Order.lines))
+            .execution_options(populate_existing=True)
+        ).all()
+    else:
+        rows = session.execute(
+            select(Order.id, Order.status, Order.audit_seq, Order.audit_head)
+            .where(Order.id.in_(wanted))
+            .order_by(Order.id)
+            .with_for_update()
+        ).all()
     if batch is not None:
         for row in rows:
             batch.heads[row.id] = deferred.Head(

@@ -332,6 +332,7 @@ class Worker:
                 chain.lock_heads(
                     session,
                     [r.task.order_id for r in orders if r.task.id in mine],  # type: ignore[misc]
+                    whole_rows=True,
                 )
                 touched: set[int | None] = set()
                 for run in orders:
