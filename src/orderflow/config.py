@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     auto_redrive_max_times: int = Field(3, ge=0)
     auto_redrive_healthy_seconds: float = Field(60.0, ge=0)
 
+    # The API: how long a request waits for a database connection before it is answered 503
+    # with Retry-After (never a hang), and how many orders may wait for group commit in one
+    # API process before new ones are answered 429 with Retry-After.
+    db_pool_timeout_seconds: float = Field(1.0, gt=0)
+    placement_queue_limit: int = Field(5000, ge=1)
+
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)
