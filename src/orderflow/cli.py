@@ -107,12 +107,20 @@ def _open_database(settings: Settings, migrate_first: bool, pool_size: int = 10)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--migrate", "migrate_first", is_flag=True, help="upgrade the schema first")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="API processes sharing the port (one per core serves fastest)",
+)
 @_friendly
-def serve(host: str, port: int, migrate_first: bool) -> None:
+def serve(host: str, port: int, migrate_first: bool, workers: int) -> None:
     """The HTTP API, the console and the carrier webhook endpoint."""
     import uvicorn
 
-    from orderflow.web.app import create_app
+    from orderflow.serving import serve_processes
+    from orderflow.web.asgi import app_from_environment
 
     logs.configure(json=True)
     settings = _settings()
@@ -122,8 +130,12 @@ def serve(host: str, port: int, migrate_first: bool) -> None:
         raise click.ClickException(
             "ORDERFLOW_BOBS_POST_WEBHOOK_SECRET must be set: carrier webhooks are verified with it"
         )
-    db = _open_database(settings, migrate_first)
-    uvicorn.run(create_app(settings, db), host=host, port=port, log_level="warning")
+    _open_database(settings, migrate_first, pool_size=0).dispose()  # migrate/check once, here
+    if workers > 1:
+        if port == 0:
+            raise click.ClickException("--workers needs a fixed --port")
+        sys.exit(serve_processes("orderflow.web.asgi:app_from_environment", host, port, workers))
+    uvicorn.run(app_from_environment(), host=host, port=port, log_level="warning")
 
 
 @main.command()

@@ -27,6 +27,7 @@ log = structlog.get_logger("orderflow.placement")
 
 # The database is busy or away: every order of the group gets the same honest answer (503).
 UNAVAILABLE = (PoolTimeout, OperationalError)
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
 
 class GroupCommit:
@@ -35,7 +36,7 @@ class GroupCommit:
         db: Database,
         *,
         max_group: int = 200,
-        in_flight: int = 2,
+        in_flight: int = 1,
         queue_limit: int = 5000,
     ) -> None:
         self._db = db
@@ -88,14 +89,18 @@ class GroupCommit:
 
     def run_group(self, requests: list[PlacementRequest]) -> list[Outcome | Exception]:
         """One transaction for the group (blocking: runs in the executor's threads)."""
-        for _attempt in range(3):
+        for attempt in range(3):
             try:
                 with self._db.transaction() as session:
-                    return list(place_orders(session, requests))
+                    return list(place_orders(session, requests, lock_first=attempt > 0))
             except IntegrityError:
-                # A concurrent transaction took one of these Idempotency-Keys: on the next
-                # attempt that order is found, and answered as a replay.
+                # A concurrent transaction took one of these Idempotency-Keys (the next attempt
+                # finds the order and answers it as a replay) or the stock this group counted
+                # on (the next attempt locks stock as it reads it).
                 continue
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                    raise
             except UNAVAILABLE:
                 raise
             except Exception:

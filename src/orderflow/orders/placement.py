@@ -1,14 +1,19 @@
 """Set-based placement: many orders checked, reserved and written in a few statements.
 
 Each order stays all or nothing by a pre-check: every rule is decided in Python, in request
-order, against rows this transaction read (and, for stock, locked) before anything is
-written; only accepted orders are then written, together. A refused order writes nothing and
-never spoils the others of its group. Within one group, a second request with an
-Idempotency-Key already used earlier in the group behaves as a second sequential POST would.
+order, against rows this transaction read before anything is written; only accepted orders
+are then written, together. A refused order writes nothing and never spoils the others of its
+group. Within one group, a second request with an Idempotency-Key already used earlier in the
+group behaves as a second sequential POST would.
 
 Statements per group, whatever its size: ids, idempotency keys, customers, dependency health,
-products locked (the only lock, taken last, in SKU order), then one UPDATE of stock and one
-INSERT each of orders, lines, first history entries, first tasks and outbox events.
+products; then one INSERT each of orders, lines, first history entries, first tasks and outbox
+events, and last the stock UPDATE. Hot products are what every placement contends for, so
+their row locks are held as briefly as possible: by default (`lock_first=False`) stock is
+read without a lock and taken by that last UPDATE, which locks the rows in SKU order just
+before COMMIT; if a concurrent placement took the stock meanwhile, the CHECK (stock >= 0)
+fails the whole transaction (IntegrityError) and the caller runs the group again with
+`lock_first=True`, which locks the rows when it reads them, so its decisions cannot go stale.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, case, insert, select, update
+from sqlalchemy import Select, Table, case, insert, select, update
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
@@ -94,12 +99,15 @@ def key_reused() -> Conflict:
     )
 
 
-def place_orders(session: Session, requests: list[PlacementRequest]) -> list[Outcome]:
+def place_orders(
+    session: Session, requests: list[PlacementRequest], *, lock_first: bool = False
+) -> list[Outcome]:
     """Place each request as a single placement would, in one transaction (the caller's).
 
-    Returns one outcome per request, in order. Never commits. A concurrent transaction that
-    takes one of these Idempotency-Keys first makes the orders INSERT raise IntegrityError:
-    the caller rolls back and calls again (the key is then found and replayed).
+    Returns one outcome per request, in order. Never commits. Raises IntegrityError when a
+    concurrent transaction took one of these Idempotency-Keys first, or (only without
+    `lock_first`) the stock this group counted on: the caller rolls back and calls again
+    with `lock_first=True` (a taken key is then found and replayed).
     """
     prints = [request_fingerprint(r.customer_id, r.lines) for r in requests]
     outcomes: list[Outcome | None] = [None] * len(requests)
@@ -127,7 +135,7 @@ def place_orders(session: Session, requests: list[PlacementRequest]) -> list[Out
         else None
     )
     skus = sorted({ln.sku for i in candidates for ln in requests[i].lines})
-    products = _lock_products(session, skus)  # the one lock: held from here to commit
+    products = _products(session, skus, lock=lock_first)
 
     at = now()
     writes = _Writes()
@@ -198,20 +206,23 @@ def _customers(session: Session, ids: set[int]) -> dict[int, dict[str, Any]]:
     return {row["id"]: dict(row) for row in rows}
 
 
-def _lock_products(session: Session, skus: list[str]) -> dict[str, dict[str, Any]]:
-    """Read and lock the stock rows, in SKU order so two groups never wait on each other in
-    opposite orders. FOR NO KEY UPDATE (what an UPDATE takes) still lets order lines that
-    refer to these products be inserted meanwhile. SQLite: the write lock covers it."""
+def _products(session: Session, skus: list[str], *, lock: bool) -> dict[str, dict[str, Any]]:
+    """The products, with their stock locked if `lock` (see `_locked`)."""
     if not skus:
         return {}
     p = products_t.c
-    rows = session.execute(
-        select(p.sku, p.name, p.price, p.currency, p.weight_grams, p.stock)
-        .where(p.sku.in_(skus))
-        .order_by(p.sku)
-        .with_for_update(key_share=True)
-    ).mappings()
+    query = select(p.sku, p.name, p.price, p.currency, p.weight_grams, p.stock).where(
+        p.sku.in_(skus)
+    )
+    rows = session.execute(_locked(query) if lock else query).mappings()
     return {row["sku"]: dict(row) for row in rows}
+
+
+def _locked(query: Select[Any]) -> Select[Any]:
+    """Lock the rows in SKU order, so two placements never wait on each other in opposite
+    orders. FOR NO KEY UPDATE (what an UPDATE takes) still lets order lines that refer to
+    these products be inserted meanwhile. SQLite: BEGIN IMMEDIATE's write lock covers it."""
+    return query.order_by(products_t.c.sku).with_for_update(key_share=True)
 
 
 def _priced(lines: list[LineRequest], products: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -333,16 +344,19 @@ class _Writes:
     def flush(self, session: Session, products: dict[str, Any], stock: dict[str, int]) -> None:
         if not self.orders:
             return
-        taken = {sku: products[sku]["stock"] - left for sku, left in stock.items()}
-        taken = {sku: n for sku, n in taken.items() if n}
-        p = products_t.c
-        session.execute(
-            update(products_t)
-            .where(p.sku.in_(list(taken)))
-            .values(stock=p.stock - case(taken, value=p.sku))
-        )
         session.execute(insert(orders_t), self.orders)
         session.execute(insert(lines_t), self.lines)
         session.execute(insert(entries_t), self.entries)
         session.execute(insert(tasks_t), self.tasks)
         session.execute(insert(events_t), self.events)
+        # Last, so that the stock rows stay locked only from here to COMMIT. Relative, so that
+        # concurrent placements compose; CHECK (stock >= 0) refuses an oversold group whole.
+        taken = {sku: products[sku]["stock"] - left for sku, left in stock.items()}
+        taken = {sku: n for sku, n in taken.items() if n}
+        p = products_t.c
+        rows = _locked(select(p.sku).where(p.sku.in_(list(taken)))).subquery()
+        session.execute(
+            update(products_t)
+            .where(p.sku == rows.c.sku)
+            .values(stock=p.stock - case(taken, value=p.sku))
+        )

@@ -36,7 +36,8 @@ def place_order(
     at once: `placement.place_orders`.
     """
     request = PlacementRequest(customer_id, lines, actor, idempotency_key)
-    [outcome] = place_orders(session, [request])
+    # Locking stock as it is read: an IntegrityError would end the caller's transaction.
+    [outcome] = place_orders(session, [request], lock_first=True)
     if isinstance(outcome, Refused):
         raise outcome.error
     order = session.get(Order, outcome.order_id)
