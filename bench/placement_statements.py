@@ -43,13 +43,23 @@ def main() -> None:
         for sku in ("BENCH-A", "BENCH-B"):
             api.post(
                 "/products",
-                json={"sku": sku, "name": sku, "price": 100, "currency": "GBP",
-                      "weight_grams": 1, "stock": 10**9},
+                json={
+                    "sku": sku,
+                    "name": sku,
+                    "price": 100,
+                    "currency": "GBP",
+                    "weight_grams": 1,
+                    "stock": 10**9,
+                },
             )
         customer = api.post(
             "/customers",
-            json={"name": "B", "email": "b@example.com", "payment_method": "pm_ok",
-                  "address": {"line1": "1 A St", "city": "L", "postcode": "N1", "country": "GB"}},
+            json={
+                "name": "B",
+                "email": "b@example.com",
+                "payment_method": "pm_ok",
+                "address": {"line1": "1 A St", "city": "L", "postcode": "N1", "country": "GB"},
+            },
         ).json()["id"]
 
         @event.listens_for(db.engine, "before_cursor_execute")
@@ -63,8 +73,10 @@ def main() -> None:
             with lock:
                 counts["commits"] += 1
 
-        body = {"customer_id": customer,
-                "lines": [{"sku": "BENCH-A", "quantity": 1}, {"sku": "BENCH-B", "quantity": 2}]}
+        body = {
+            "customer_id": customer,
+            "lines": [{"sku": "BENCH-A", "quantity": 1}, {"sku": "BENCH-B", "quantity": 2}],
+        }
 
         def post(i: int) -> int:
             return api.post("/orders", json=body).status_code
@@ -74,12 +86,18 @@ def main() -> None:
         api.close()
     db.dispose()
     placed = statuses.get(202, 0)
-    print(json.dumps({
-        "orders": args.orders, "clients": args.clients, "statuses": dict(statuses),
-        "statements_per_order": round(counts["statements"] / max(1, placed), 2),
-        "commits_per_order": round(counts["commits"] / max(1, placed), 3),
-        "by_kind": {k: v for k, v in counts.items() if k not in ("statements", "commits")},
-    }))
+    print(
+        json.dumps(
+            {
+                "orders": args.orders,
+                "clients": args.clients,
+                "statuses": dict(statuses),
+                "statements_per_order": round(counts["statements"] / max(1, placed), 2),
+                "commits_per_order": round(counts["commits"] / max(1, placed), 3),
+                "by_kind": {k: v for k, v in counts.items() if k not in ("statements", "commits")},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

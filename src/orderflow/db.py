@@ -56,14 +56,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, pool_timeout: float = 30.0, max_overflow: int | None = None
+) -> Engine:
     """`pool_timeout`: how long a request waits for a free connection before the pool raises
-    `sqlalchemy.exc.TimeoutError` (the API answers it with 503 + Retry-After)."""
+    `sqlalchemy.exc.TimeoutError` (the API answers it with 503 + Retry-After). PostgreSQL's
+    pool allows `pool_size` more connections than its size (`max_overflow`) unless told;
+    SQLite keeps SQLAlchemy's default pool unless `max_overflow` is given."""
     if url.startswith("sqlite"):
+        sizes = (
+            {} if max_overflow is None else {"pool_size": pool_size, "max_overflow": max_overflow}
+        )
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_timeout=pool_timeout,
+            **sizes,
         )
         _make_sqlite_transactional(engine)
         return engine
@@ -72,7 +80,7 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) ->
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
         pool_timeout=pool_timeout,
     )
@@ -131,9 +139,18 @@ def allocate_ids(session: Session, table: str, count: int) -> list[int]:
 class Database:
     """The engine plus two session factories: one that writes, one that only reads."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        max_overflow: int | None = None,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size, pool_timeout=pool_timeout)
+        self.engine = make_engine(
+            url, pool_size=pool_size, pool_timeout=pool_timeout, max_overflow=max_overflow
+        )
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(
             self.engine.execution_options(orderflow_readonly=True), expire_on_commit=False

@@ -42,6 +42,7 @@ from orderflow.outbox import OutboxEvent
 from orderflow.tasks.models import Task, TaskStatus
 
 MAX_QUANTITY = 10_000
+MAX_TOTAL = 2**31 - 1  # orders.total is a 32-bit INTEGER on PostgreSQL
 
 orders_t = cast(Table, Order.__table__)
 lines_t = cast(Table, OrderLine.__table__)
@@ -231,6 +232,8 @@ def _priced(lines: list[LineRequest], products: dict[str, dict[str, Any]]) -> li
         raise Invalid(f"unknown SKU: {', '.join(unknown)}", field="lines")
     if len({products[ln.sku]["currency"] for ln in lines}) > 1:
         raise Invalid("all lines of an order must be in one currency", field="lines")
+    if sum(products[ln.sku]["price"] * ln.quantity for ln in lines) > MAX_TOTAL:
+        raise Invalid(f"the order's total must not exceed {MAX_TOTAL}", field="lines")
     return [
         {
             "sku": ln.sku,

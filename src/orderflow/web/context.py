@@ -45,12 +45,16 @@ def token_matches(ctx: AppContext, token: str | None) -> bool:
     return bool(expected and token and hmac.compare_digest(token.encode(), expected.encode()))
 
 
-async def require_admin(ctx: Context, authorization: Annotated[str | None, Header()] = None) -> str:
+def admin_of(ctx: AppContext, authorization: str | None) -> str:
     """The acting admin's name for the history; 401 without the right bearer token."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token_matches(ctx, token.strip()):
         raise Unauthorized()
     return "admin:api"
+
+
+async def require_admin(ctx: Context, authorization: Annotated[str | None, Header()] = None) -> str:
+    return admin_of(ctx, authorization)
 
 
 Admin = Annotated[str, Depends(require_admin)]
