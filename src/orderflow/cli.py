@@ -1,4 +1,4 @@
-"""The `orderflow` command: demo, serve, worker, migrate, sim."""
+"""The `orderflow` command: demo, serve, worker, migrate, sim, bench."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from orderflow import logs
 from orderflow.audit.cli import audit_group, investigate
+from orderflow.bench.cli import bench
 from orderflow.chaos.cli import chaos
 from orderflow.config import Settings
 from orderflow.deadletters.cli import dead_letters
@@ -67,6 +68,7 @@ main.add_command(dead_letters)
 main.add_command(chaos)
 main.add_command(audit_group)
 main.add_command(investigate)
+main.add_command(bench)
 
 
 @main.command()
