@@ -347,11 +347,16 @@ class _Writes:
     def flush(self, session: Session, products: dict[str, Any], stock: dict[str, int]) -> None:
         if not self.orders:
             return
-        session.execute(insert(orders_t), self.orders)
-        session.execute(insert(lines_t), self.lines)
-        session.execute(insert(entries_t), self.entries)
-        session.execute(insert(tasks_t), self.tasks)
-        session.execute(insert(events_t), self.events)
+        # executemany: psycopg pipelines the rows of each INSERT (measured cheaper in CPU than
+        # one multi-row INSERT … VALUES … RETURNING built by SQLAlchemy).
+        for table, rows in (
+            (orders_t, self.orders),
+            (lines_t, self.lines),
+            (entries_t, self.entries),
+            (tasks_t, self.tasks),
+            (events_t, self.events),
+        ):
+            session.execute(insert(table), rows)
         # Last, so that the stock rows stay locked only from here to COMMIT. Relative, so that
         # concurrent placements compose; CHECK (stock >= 0) refuses an oversold group whole.
         taken = {sku: products[sku]["stock"] - left for sku, left in stock.items()}
