@@ -362,9 +362,9 @@ class _Writes:
         taken = {sku: products[sku]["stock"] - left for sku, left in stock.items()}
         taken = {sku: n for sku, n in taken.items() if n}
         p = products_t.c
-        rows = _locked(select(p.sku).where(p.sku.in_(list(taken)))).subquery()
+        locked = _locked(select(p.sku).where(p.sku.in_(list(taken)))).subquery()
         session.execute(
             update(products_t)
-            .where(p.sku == rows.c.sku)
+            .where(p.sku == locked.c.sku)
             .values(stock=p.stock - case(taken, value=p.sku))
         )
