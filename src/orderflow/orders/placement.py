@@ -7,13 +7,14 @@ group. Within one group, a second request with an Idempotency-Key already used e
 group behaves as a second sequential POST would.
 
 Statements per group, whatever its size: ids, idempotency keys, customers, dependency health,
-products; then one INSERT each of orders, lines, first history entries, first tasks and outbox
-events, and last the stock UPDATE. Hot products are what every placement contends for, so
-their row locks are held as briefly as possible: by default (`lock_first=False`) stock is
-read without a lock and taken by that last UPDATE, which locks the rows in SKU order just
-before COMMIT; if a concurrent placement took the stock meanwhile, the CHECK (stock >= 0)
-fails the whole transaction (IntegrityError) and the caller runs the group again with
-`lock_first=True`, which locks the rows when it reads them, so its decisions cannot go stale.
+products; then the writes (`placement_write`: on PostgreSQL one statement inserts the orders,
+lines, first history entries, first tasks and outbox events and takes the stock). Hot
+products are what every placement contends for, so their row locks are held as briefly as
+possible: by default (`lock_first=False`) stock is read without a lock and taken by the
+writes' UPDATE, which locks the rows in SKU order just before COMMIT; if a concurrent
+placement took the stock meanwhile, the CHECK (stock >= 0) fails the whole transaction
+(IntegrityError) and the caller runs the group again with `lock_first=True`, which locks the
+rows when it reads them, so its decisions cannot go stale.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, case, insert, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
@@ -35,7 +36,7 @@ from orderflow.db import allocate_ids
 from orderflow.dependencies import health
 from orderflow.dependencies.queries import waiting_for
 from orderflow.errors import Conflict, DomainError, Invalid
-from orderflow.orders import queries, workflow
+from orderflow.orders import placement_write, queries, workflow
 from orderflow.orders.models import Order, OrderLine, order_reference
 from orderflow.orders.status import OrderStatus
 from orderflow.outbox import OutboxEvent
@@ -208,22 +209,15 @@ def _customers(session: Session, ids: set[int]) -> dict[int, dict[str, Any]]:
 
 
 def _products(session: Session, skus: list[str], *, lock: bool) -> dict[str, dict[str, Any]]:
-    """The products, with their stock locked if `lock` (see `_locked`)."""
+    """The products, with their stock locked if `lock` (see `placement_write.locked`)."""
     if not skus:
         return {}
     p = products_t.c
     query = select(p.sku, p.name, p.price, p.currency, p.weight_grams, p.stock).where(
         p.sku.in_(skus)
     )
-    rows = session.execute(_locked(query) if lock else query).mappings()
+    rows = session.execute(placement_write.locked(query, products_t) if lock else query).mappings()
     return {row["sku"]: dict(row) for row in rows}
-
-
-def _locked(query: Select[Any]) -> Select[Any]:
-    """Lock the rows in SKU order, so two placements never wait on each other in opposite
-    orders. FOR NO KEY UPDATE (what an UPDATE takes) still lets order lines that refer to
-    these products be inserted meanwhile. SQLite: BEGIN IMMEDIATE's write lock covers it."""
-    return query.order_by(products_t.c.sku).with_for_update(key_share=True)
 
 
 def _priced(lines: list[LineRequest], products: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -347,24 +341,16 @@ class _Writes:
     def flush(self, session: Session, products: dict[str, Any], stock: dict[str, int]) -> None:
         if not self.orders:
             return
-        # executemany: psycopg pipelines the rows of each INSERT (measured cheaper in CPU than
-        # one multi-row INSERT … VALUES … RETURNING built by SQLAlchemy).
-        for table, rows in (
-            (orders_t, self.orders),
-            (lines_t, self.lines),
-            (entries_t, self.entries),
-            (tasks_t, self.tasks),
-            (events_t, self.events),
-        ):
-            session.execute(insert(table), rows)
-        # Last, so that the stock rows stay locked only from here to COMMIT. Relative, so that
-        # concurrent placements compose; CHECK (stock >= 0) refuses an oversold group whole.
         taken = {sku: products[sku]["stock"] - left for sku, left in stock.items()}
-        taken = {sku: n for sku, n in taken.items() if n}
-        p = products_t.c
-        locked = _locked(select(p.sku).where(p.sku.in_(list(taken)))).subquery()
-        session.execute(
-            update(products_t)
-            .where(p.sku == locked.c.sku)
-            .values(stock=p.stock - case(taken, value=p.sku))
+        placement_write.write(
+            session,
+            [
+                (orders_t, self.orders),
+                (lines_t, self.lines),
+                (entries_t, self.entries),
+                (tasks_t, self.tasks),
+                (events_t, self.events),
+            ],
+            products_t,
+            {sku: n for sku, n in taken.items() if n},
         )
