@@ -1,8 +1,9 @@
 """How a placement group's rows reach the database, and its stock is taken.
 
 PostgreSQL: one statement for everything, whatever the group's size: a data-modifying CTE per
-table, each inserting its rows from arrays (`INSERT … SELECT … FROM unnest(%s::type[], …)`, a
-fixed text that psycopg prepares once), then the stock UPDATE. One round trip, so the stock
+table, each inserting its rows from one JSON array (`INSERT … SELECT … FROM
+json_populate_recordset(NULL::table, %s)`, a fixed text that psycopg prepares once), then the
+stock UPDATE. One round trip, so the stock
 rows, locked by that UPDATE, stay locked only from here to COMMIT. Foreign keys between the
 CTEs' rows hold: PostgreSQL checks them at the end of the statement.
 
@@ -22,11 +23,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Select, Table, case, insert, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Select, Table, case, insert, select, update
 from sqlalchemy.orm import Session
-
-from orderflow.db import UTCDateTime
 
 Rows = list[tuple[Table, list[dict[str, Any]]]]
 
@@ -55,15 +53,14 @@ def write(session: Session, rows: Rows, products: Table, taken: dict[str, int]) 
 
 
 def _write_postgresql(session: Session, rows: Rows, products: Table, taken: dict[str, int]) -> None:
+    # Each table's rows travel as one JSON array (json.dumps is C; psycopg's array dumping is
+    # a Python loop per element), turned back into typed rows by json_populate_recordset.
     params: dict[str, Any] = {"stock_sku": list(taken), "stock_n": list(taken.values())}
     ctes = []
     for table, table_rows in rows:
         columns = tuple(table_rows[0])
-        ctes.append(_insert_cte(table, columns))
-        for column in columns:
-            params[f"{table.name}_{column}"] = [
-                _value(table, column, row[column]) for row in table_rows
-            ]
+        ctes.append(_insert_cte(table.name, columns))
+        params[table.name] = json.dumps(table_rows, default=_naive_utc)
     sql = (
         f"WITH {', '.join(ctes)} "
         f"UPDATE {products.name} SET stock = {products.name}.stock - d.n FROM ("
@@ -76,29 +73,16 @@ def _write_postgresql(session: Session, rows: Rows, products: Table, taken: dict
 
 
 @cache
-def _insert_cte(table: Table, columns: tuple[str, ...]) -> str:
-    arrays, selected = [], []
-    for column in columns:
-        kind = table.c[column].type
-        if isinstance(kind, JSON):
-            arrays.append(f"%({table.name}_{column})s::text[]")
-            selected.append(f"u.{column}::json")
-        else:
-            name = kind.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
-            arrays.append(f"%({table.name}_{column})s::{name}[]")
-            selected.append(f"u.{column}")
+def _insert_cte(table: str, columns: tuple[str, ...]) -> str:
+    names = ", ".join(columns)
     return (
-        f"w_{table.name} AS (INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) "
-        f"AS u({', '.join(columns)}))"
+        f"w_{table} AS (INSERT INTO {table} ({names}) "
+        f"SELECT {names} FROM json_populate_recordset(NULL::{table}, %({table})s::json))"
     )
 
 
-def _value(table: Table, column: str, value: Any) -> Any:
-    """What the column's SQLAlchemy type would have sent (JSON text, naive UTC timestamps)."""
-    kind = table.c[column].type
-    if isinstance(kind, JSON):
-        return json.dumps(value)
-    if isinstance(kind, UTCDateTime) and isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+def _naive_utc(value: Any) -> str:
+    """Timestamps as UTCDateTime stores them: naive UTC (the columns have no time zone)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
