@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # API process before new ones are answered 429 with Retry-After.
     db_pool_timeout_seconds: float = Field(1.0, gt=0)
     placement_queue_limit: int = Field(5000, ge=1)
+    # Larger request bodies are refused with 413 (a full batch of 1,000 orders fits easily).
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)

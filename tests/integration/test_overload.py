@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
+from sqlalchemy import text
 
 from orderflow.config import Settings
 from orderflow.db import Database
@@ -21,9 +22,11 @@ HEADERS = {"Authorization": "Bearer t", "Content-Type": "application/json"}
 
 @pytest.fixture
 def small_pool(database_url: str) -> Iterator[tuple[Database, BackgroundServer]]:
-    """The API on a database pool of two connections that gives up waiting after 0.3 s."""
+    """The API on a pool of two connections that gives up after 0.3 s; bodies up to 4 KiB."""
     db = Database(database_url, pool_size=2, max_overflow=0, pool_timeout=0.3)
-    settings = Settings(_env_file=None, database_url=database_url, admin_token="t")
+    settings = Settings(
+        _env_file=None, database_url=database_url, admin_token="t", max_body_bytes=4096
+    )
     with BackgroundServer(create_app(settings, db)) as server:
         yield db, server
     db.dispose()
@@ -73,3 +76,33 @@ def test_exhausted_pool_answers_503_with_retry_after_at_once_and_keeps_the_conne
     assert response.status == 202, placed
     assert conn.sock is socket_before
     conn.close()
+
+
+def test_a_body_over_the_limit_is_refused_with_413_and_places_nothing(
+    small_pool: tuple[Database, BackgroundServer],
+) -> None:
+    """Declared or streamed, a body over the limit is a JSON 413, never a 500 or a read."""
+    db, server = small_pool
+    orders = [{"idempotency_key": f"k{i}", "customer_id": 1, "lines": []} for i in range(200)]
+    body = json.dumps({"orders": orders}).encode()
+    assert len(body) > 4096
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", "/api/v1/orders/batch", body, HEADERS)
+    declared = conn.getresponse()
+    assert declared.status == 413
+    assert json.loads(declared.read())["error"]["code"] == "body_too_large"
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request(
+        "POST",
+        "/api/v1/orders/batch",
+        iter([body[:3000], body[3000:]]),
+        HEADERS,
+        encode_chunked=True,
+    )
+    streamed = conn.getresponse()
+    assert streamed.status == 413
+    assert json.loads(streamed.read())["error"]["code"] == "body_too_large"
+    conn.close()
+    with db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM orders")).scalar_one() == 0
