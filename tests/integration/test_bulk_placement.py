@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from orderflow.audit import chain
 from orderflow.audit.models import AuditEntry
 from orderflow.db import Database
-from orderflow.orders import placement
+from orderflow.orders import placement, placement_write
 from orderflow.orders.group_commit import GroupCommit
 from orderflow.orders.models import Order, OrderLine
 from orderflow.orders.placement import LineRequest, Placed, PlacementRequest, Refused
@@ -201,3 +201,36 @@ def test_batch_of_more_than_1000_orders_is_refused_whole(stack: Stack) -> None:
     assert full.status_code == 200
     assert {r["status"] for r in full.json()["results"]} == {202}
     assert _stock(stack, "WIDGET") == 4000
+
+
+def test_two_processes_racing_on_one_key_create_one_order(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups that both saw a key as new: the loser's INSERT fails, its retry replays."""
+    if stack.db.is_sqlite:
+        pytest.skip("SQLite serializes writers (BEGIN IMMEDIATE): two groups cannot race")
+    customer = stack.customer()
+    stack.product("WIDGET", stock=10)
+    both_read = threading.Barrier(2, timeout=10)
+    waited: set[int] = set()
+    real_write = placement_write.write
+
+    def write(*args: Any) -> None:
+        if threading.get_ident() not in waited:  # first attempt only: both have read the key
+            waited.add(threading.get_ident())
+            both_read.wait()
+        real_write(*args)
+
+    monkeypatch.setattr(placement_write, "write", write)
+    request = PlacementRequest(customer, [LineRequest("WIDGET", 3)], "admin:test", "race")
+    groups = [GroupCommit(stack.db), GroupCommit(stack.db)]  # as two API processes
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda g: g.run_group([request])[0], groups))
+    for group in groups:
+        group.close()
+    assert all(isinstance(o, Placed) for o in outcomes)
+    placed = [o for o in outcomes if isinstance(o, Placed)]
+    assert placed[0].order_id == placed[1].order_id
+    assert sorted(o.created for o in placed) == [False, True]
+    assert _count(stack.db, Order) == 1
+    assert _stock(stack, "WIDGET") == 7
