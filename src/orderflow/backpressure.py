@@ -93,6 +93,10 @@ class Gauge:
         self._pressure = Pressure(NORMAL, 0.0)
         self._at = float("-inf")
 
+    def stale(self) -> bool:
+        """Whether `current` would read the database (async callers then use a thread)."""
+        return time.monotonic() - self._at >= self.refresh_seconds
+
     def current(self) -> Pressure:
         with self._lock:
             if time.monotonic() - self._at < self.refresh_seconds:

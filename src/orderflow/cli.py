@@ -1,4 +1,4 @@
-"""The `orderflow` command: demo, serve, worker, migrate, sim."""
+"""The `orderflow` command: demo, serve, worker, migrate, sim, bench."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from orderflow import logs
 from orderflow.audit.cli import audit_group, investigate
+from orderflow.bench.cli import bench
 from orderflow.chaos.cli import chaos
 from orderflow.config import Settings
 from orderflow.deadletters.cli import dead_letters
@@ -67,6 +68,7 @@ main.add_command(dead_letters)
 main.add_command(chaos)
 main.add_command(audit_group)
 main.add_command(investigate)
+main.add_command(bench)
 
 
 @main.command()
@@ -107,12 +109,20 @@ def _open_database(settings: Settings, migrate_first: bool, pool_size: int = 10)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--migrate", "migrate_first", is_flag=True, help="upgrade the schema first")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="API processes sharing the port (one per core serves fastest)",
+)
 @_friendly
-def serve(host: str, port: int, migrate_first: bool) -> None:
+def serve(host: str, port: int, migrate_first: bool, workers: int) -> None:
     """The HTTP API, the console and the carrier webhook endpoint."""
     import uvicorn
 
-    from orderflow.web.app import create_app
+    from orderflow.serving import serve_processes
+    from orderflow.web.asgi import app_from_environment
 
     logs.configure(json=True)
     settings = _settings()
@@ -122,8 +132,12 @@ def serve(host: str, port: int, migrate_first: bool) -> None:
         raise click.ClickException(
             "ORDERFLOW_BOBS_POST_WEBHOOK_SECRET must be set: carrier webhooks are verified with it"
         )
-    db = _open_database(settings, migrate_first)
-    uvicorn.run(create_app(settings, db), host=host, port=port, log_level="warning")
+    _open_database(settings, migrate_first, pool_size=0).dispose()  # migrate/check once, here
+    if workers > 1:
+        if port == 0:
+            raise click.ClickException("--workers needs a fixed --port")
+        sys.exit(serve_processes("orderflow.web.asgi:app_from_environment", host, port, workers))
+    uvicorn.run(app_from_environment(), host=host, port=port, log_level="warning")
 
 
 @main.command()

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     # Backpressure: age of the oldest due payment (its dependency up) that slows intake down.
     backpressure_warning_seconds: float = Field(10.0, gt=0)
     backpressure_shedding_seconds: float = Field(30.0, gt=0)
+    # The API: how long a request waits for a database connection before it is answered 503
+    # with Retry-After (never a hang), and how many orders may wait for group commit in one
+    # API process before new ones are answered 429 with Retry-After.
+    db_pool_timeout_seconds: float = Field(1.0, gt=0)
+    placement_queue_limit: int = Field(5000, ge=1)
+    # Larger request bodies are refused with 413 (a full batch of 1,000 orders fits easily).
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)

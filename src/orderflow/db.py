@@ -7,7 +7,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -47,14 +56,34 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, pool_timeout: float = 30.0, max_overflow: int | None = None
+) -> Engine:
+    """`pool_timeout`: how long a request waits for a free connection before the pool raises
+    `sqlalchemy.exc.TimeoutError` (the API answers it with 503 + Retry-After). PostgreSQL's
+    pool allows `pool_size` more connections than its size (`max_overflow`) unless told;
+    SQLite keeps SQLAlchemy's default pool unless `max_overflow` is given."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        sizes = (
+            {} if max_overflow is None else {"pool_size": pool_size, "max_overflow": max_overflow}
+        )
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_timeout=pool_timeout,
+            **sizes,
+        )
         _make_sqlite_transactional(engine)
         return engine
     if pool_size == 0:
         return create_engine(url, poolclass=NullPool)
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
+    )
 
 
 def _make_sqlite_transactional(engine: Engine) -> None:
@@ -91,12 +120,41 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any], k
     return session.execute(stmt.returning(column)).first() is not None
 
 
+def allocate_ids(session: Session, table: str, count: int) -> list[int]:
+    """Reserve `count` new primary keys of `table` (id column), so that rows referring to
+    them can be written in the same round of set-based INSERTs as the rows themselves.
+
+    PostgreSQL: from the column's sequence (never handed out twice). SQLite: after the
+    largest id, which is safe because the write transaction (BEGIN IMMEDIATE) already holds
+    the database's one write lock until it commits.
+    """
+    if count == 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table, "n": count},
+        ).scalars()
+        return sorted(int(i) for i in rows)
+    last = session.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
+    return list(range(int(last) + 1, int(last) + 1 + count))
+
+
 class Database:
     """The engine plus two session factories: one that writes, one that only reads."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        max_overflow: int | None = None,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.engine = make_engine(
+            url, pool_size=pool_size, pool_timeout=pool_timeout, max_overflow=max_overflow
+        )
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(
             self.engine.execution_options(orderflow_readonly=True), expire_on_commit=False

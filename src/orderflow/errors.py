@@ -28,3 +28,25 @@ class Conflict(DomainError):
 class Invalid(DomainError):
     status_code = 422
     code = "invalid_request"
+
+
+class Throttled(DomainError):
+    """Intake is saturated (too much already waiting): try again after `retry_after` seconds."""
+
+    status_code = 429
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """The service cannot take the request now (its database is busy or unreachable)."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

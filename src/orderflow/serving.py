@@ -1,12 +1,20 @@
-"""Run an ASGI app with uvicorn on a real port, in a background thread (demo and tests)."""
+"""Run an ASGI app with uvicorn: on a real port in a background thread (demo and tests), or
+in N processes sharing one port (`orderflow serve --workers N`)."""
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
+import signal
+import socket
 import threading
 import time
 from typing import Any
 
+import structlog
 import uvicorn
+
+log = structlog.get_logger("orderflow.serve")
 
 
 class BackgroundServer:
@@ -45,3 +53,64 @@ class BackgroundServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve_processes(factory: str, host: str, port: int, workers: int) -> int:
+    """Run `factory` ("module:function" returning an ASGI app) in `workers` processes.
+
+    Each process listens on its own SO_REUSEPORT socket, so the kernel spreads connections
+    evenly over them (with one shared socket, the first process to wake takes a whole burst
+    of keep-alive connections and the others idle). A process that dies is restarted; SIGTERM
+    or SIGINT stops them all, each finishing its requests in hand. Returns the exit status.
+    """
+    if port == 0:
+        raise ValueError("--workers needs a fixed --port")
+    spawn = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start() -> Any:
+        process = spawn.Process(target=_serve_one, args=(factory, host, port), daemon=False)
+        process.start()
+        return process
+
+    def stop(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    processes = [start() for _ in range(workers)]
+    started = time.monotonic()
+    status = 0
+    while not stopping.wait(0.5):
+        for i, process in enumerate(processes):
+            if process.is_alive():
+                continue
+            if time.monotonic() - started < 10:  # dying at start: a configuration problem
+                log.error("serve.worker_failed_at_start", exitcode=process.exitcode)
+                stopping.set()
+                status = 1
+                break
+            log.warning("serve.worker_restarted", exitcode=process.exitcode)
+            processes[i] = start()
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            process.terminate()  # SIGTERM: uvicorn finishes the requests in hand
+    for process in processes:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return status
+
+
+def _serve_one(factory: str, host: str, port: int) -> None:
+    module, _, name = factory.partition(":")
+    app = getattr(importlib.import_module(module), name)()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048)
+    uvicorn.Server(config).run(sockets=[sock])

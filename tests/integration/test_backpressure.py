@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -112,3 +113,20 @@ def test_the_queue_intake_takes_fewer_messages_while_payments_are_behind(db: Dat
     _due(db, "charge", "c-2", 45)
     asyncio.run(consumer._follow_pressure())
     assert consumer.prefetch == 1
+
+
+def test_shedding_answers_new_orders_429_with_retry_after_and_writes_nothing(stack: Stack) -> None:
+    """Payments an hour behind: POST /orders and /orders/batch are 429 + Retry-After, no order."""
+    customer = stack.customer()
+    stack.product("WIDGET", stock=5)
+    stack.place(customer, [("WIDGET", 1)])  # accepted while normal
+    _due(stack.db, "charge", "c-old", 3600)
+    body = {"customer_id": customer, "lines": [{"sku": "WIDGET", "quantity": 1}]}
+    time.sleep(1.1)  # the API measures the pressure at most once a second
+    refused = stack.api.post("/orders", json=body)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "throttled"
+    assert int(refused.headers["Retry-After"]) >= 1
+    batch = stack.api.post("/orders/batch", json={"orders": [{**body, "idempotency_key": "k"}]})
+    assert batch.status_code == 429
+    assert len(stack.api.get("/orders").json()["data"]) == 1

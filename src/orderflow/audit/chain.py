@@ -239,6 +239,32 @@ def append(
     return ChainHead(status=to_status or head.status, seq=seq, hash=digest)
 
 
+def genesis(
+    order_id: int, at: datetime, *, actor: str, action: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    """The first entry of a new order's chain, as a row for a set-based INSERT.
+
+    What `append` writes after the empty head (seq 1, after GENESIS, no status move), for a
+    caller that writes many new orders at once and sets each order's head (audit_seq 1,
+    audit_head = the row's `hash`) in the order's own INSERT instead of an UPDATE.
+    """
+    details = json.loads(json.dumps(details))
+    correlation = _correlation.get()
+    if correlation:
+        details = {"correlation": correlation, **details}
+    fields: dict[str, Any] = {
+        "order_id": order_id,
+        "seq": 1,
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "from_status": None,
+        "to_status": None,
+        "details": details,
+    }
+    return {**fields, "prev_hash": GENESIS, "hash": entry_hash(**fields, prev_hash=GENESIS)}
+
+
 def record(
     session: Session,
     order_id: int,

@@ -13,7 +13,7 @@ from orderflow.dependencies import health
 from orderflow.dependencies.queries import waiting_for
 from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
-from orderflow.orders.models import Order
+from orderflow.orders.models import Order, order_reference
 from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
@@ -144,6 +144,65 @@ def order_view(session: Session, order_id: int) -> dict[str, Any]:
                 "details": e.details,
             }
             for e in history
+        ],
+    }
+
+
+def placed_order_view(
+    order: dict[str, Any],
+    lines: list[dict[str, Any]],
+    entry: dict[str, Any],
+    task: dict[str, Any],
+    waiting: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """`order_view` of an order just placed, built from the rows written (nothing re-read):
+    no payment, shipment or e-mail yet, its first history entry and its `charge` task."""
+    return {
+        "id": order["id"],
+        "reference": order_reference(order["id"]),
+        "status": order["status"],
+        "customer_id": order["customer_id"],
+        "total": order["total"],
+        "currency": order["currency"],
+        "created_at": _iso(order["created_at"]),
+        "updated_at": _iso(order["updated_at"]),
+        "lines": [
+            {
+                "sku": ln["sku"],
+                "name": ln["name"],
+                "quantity": ln["quantity"],
+                "unit_price": ln["unit_price"],
+                "amount": ln["quantity"] * ln["unit_price"],
+            }
+            for ln in lines
+        ],
+        "ship_to": order["ship_to"],
+        "placed_by": order["placed_by"],
+        "payment": None,
+        "shipment": None,
+        "notifications": [],
+        "work": [
+            {
+                "step": task["kind"],
+                "status": task["status"],
+                "attempts": task["attempts"],
+                "next_attempt_at": _iso(task["run_at"]),
+                "last_error": None,
+                "error_class": None,
+                "waiting_for": waiting,
+            }
+        ],
+        "waiting": waiting,
+        "history": [
+            {
+                "seq": entry["seq"],
+                "at": _iso(entry["at"]),
+                "actor": entry["actor"],
+                "action": entry["action"],
+                "from": entry["from_status"],
+                "to": entry["to_status"],
+                "details": entry["details"],
+            }
         ],
     }
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,42 +11,17 @@ from sqlalchemy.orm import Session
 
 from orderflow import deferred, outbox
 from orderflow.audit import chain
-from orderflow.catalog.models import Customer, Product
-from orderflow.errors import Conflict, Invalid, NotFound
+from orderflow.catalog.models import Product
+from orderflow.errors import Conflict, NotFound
 from orderflow.orders import workflow
 from orderflow.orders.models import Order, OrderLine
+from orderflow.orders.placement import MAX_QUANTITY as MAX_QUANTITY
+from orderflow.orders.placement import LineRequest as LineRequest
+from orderflow.orders.placement import PlacementRequest, Refused, place_orders
+from orderflow.orders.placement import request_fingerprint as request_fingerprint
 from orderflow.orders.status import CANCELLABLE, IllegalTransition, OrderStatus, check
 from orderflow.payments.models import Payment
 from orderflow.tasks import queue
-
-MAX_QUANTITY = 10_000
-
-
-@dataclass(frozen=True)
-class LineRequest:
-    sku: str
-    quantity: int
-
-
-def request_fingerprint(customer_id: int, lines: list[LineRequest]) -> str:
-    """What 'the same body' means for Idempotency-Key: same customer, same lines."""
-    canonical = json.dumps(
-        {"customer_id": customer_id, "lines": [[ln.sku, ln.quantity] for ln in lines]},
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def find_by_idempotency_key(
-    session: Session, idempotency_key: str, fingerprint: str
-) -> Order | None:
-    order = session.scalar(select(Order).where(Order.idempotency_key == idempotency_key))
-    if order is not None and order.request_hash != fingerprint:
-        raise Conflict(
-            "this Idempotency-Key was already used with a different request body",
-            code="idempotency_key_reused",
-        )
-    return order
 
 
 def place_order(
@@ -62,100 +34,18 @@ def place_order(
 ) -> tuple[Order, bool]:
     """Validate, reserve stock and record the order with its first task: all or nothing.
 
-    Returns the order and whether it was created now (False: an idempotent replay).
+    Returns the order and whether it was created now (False: an idempotent replay). Raises
+    Invalid (422) or Conflict (409) for a refused order, having written nothing. Many orders
+    at once: `placement.place_orders`.
     """
-    fingerprint = request_fingerprint(customer_id, lines)
-    if idempotency_key:
-        existing = find_by_idempotency_key(session, idempotency_key, fingerprint)
-        if existing is not None:
-            return existing, False
-
-    customer = session.get(Customer, customer_id)
-    if customer is None:
-        raise Invalid(f"no customer with id {customer_id}", field="customer_id")
-    products = _products_for(session, lines)
-    currencies = {p.currency for p in products.values()}
-    if len(currencies) > 1:
-        raise Invalid("all lines of an order must be in one currency", field="lines")
-
-    # Reserve in SKU order, so two orders never lock the same rows in opposite orders.
-    for line in sorted(lines, key=lambda ln: ln.sku):
-        reserved = session.execute(
-            update(Product)
-            .where(Product.sku == line.sku, Product.stock >= line.quantity)
-            .values(stock=Product.stock - line.quantity)
-        ).rowcount  # type: ignore[attr-defined]
-        if reserved != 1:
-            raise Conflict(
-                f"not enough stock of {line.sku} for {line.quantity}",
-                code="insufficient_stock",
-                field="lines",
-            )
-
-    ship_to = {
-        "name": customer.name,
-        "email": customer.email,
-        "phone": customer.phone,
-        "address": customer.address,
-    }
-    order = Order(
-        customer_id=customer.id,
-        status=OrderStatus.PLACED,
-        total=sum(products[ln.sku].price * ln.quantity for ln in lines),
-        currency=currencies.pop(),
-        ship_to=ship_to,
-        payment_method=customer.payment_method,
-        idempotency_key=idempotency_key,
-        request_hash=fingerprint,
-        placed_by=actor,
-    )
-    order.lines = [
-        OrderLine(
-            sku=ln.sku,
-            name=products[ln.sku].name,
-            quantity=ln.quantity,
-            unit_price=products[ln.sku].price,
-            weight_grams=products[ln.sku].weight_grams,
-        )
-        for ln in lines
-    ]
-    session.add(order)
-    session.flush()
-    chain.append(
-        session,
-        order.id,
-        chain.ChainHead(status=OrderStatus.PLACED, seq=0, hash=chain.GENESIS),
-        actor=actor,
-        action="order.placed",
-        details={
-            "lines": [[ln.sku, ln.quantity] for ln in lines],
-            "total": order.total,
-            "currency": order.currency,
-            "idempotency_key": idempotency_key,
-        },
-    )
-    workflow.charge(session, order.id)
-    outbox.emit(session, "order.placed", order.id, {"reference": order.reference})
-    session.refresh(order)
-    return order, True
-
-
-def _products_for(session: Session, lines: list[LineRequest]) -> dict[str, Product]:
-    if not lines:
-        raise Invalid("an order needs at least one line", field="lines")
-    skus = [ln.sku for ln in lines]
-    if len(set(skus)) != len(skus):
-        raise Invalid("each SKU may appear on one line only", field="lines")
-    for ln in lines:
-        if not 1 <= ln.quantity <= MAX_QUANTITY:
-            raise Invalid(
-                f"quantity of {ln.sku} must be between 1 and {MAX_QUANTITY}", field="lines"
-            )
-    products = {p.sku: p for p in session.scalars(select(Product).where(Product.sku.in_(skus)))}
-    unknown = [s for s in skus if s not in products]
-    if unknown:
-        raise Invalid(f"unknown SKU: {', '.join(unknown)}", field="lines")
-    return products
+    request = PlacementRequest(customer_id, lines, actor, idempotency_key)
+    # Locking stock as it is read: an IntegrityError would end the caller's transaction.
+    [outcome] = place_orders(session, [request], lock_first=True)
+    if isinstance(outcome, Refused):
+        raise outcome.error
+    order = session.get(Order, outcome.order_id)
+    assert order is not None
+    return order, outcome.created
 
 
 def move(

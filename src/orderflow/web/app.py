@@ -12,6 +12,7 @@ from orderflow.db import Database
 from orderflow.observability.metrics import registry_for
 from orderflow.web import console, errors, health, webhooks
 from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders
+from orderflow.web.body_limit import BodyLimit
 from orderflow.web.context import AppContext
 
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
     app.state.metrics = registry_for(db, app.state.ctx.pressure)
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(catalog.router, prefix="/api/v1")
     app.include_router(orders.router, prefix="/api/v1")
     app.include_router(audit.router, prefix="/api/v1")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from orderflow.errors import DomainError
@@ -29,12 +31,54 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path", "header"))
 
 
+def error_body(exc: DomainError) -> dict[str, Any]:
+    """The `error` object of a refused request (also one entry of a batch's results)."""
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.field:
+        body["field"] = exc.field
+    return body
+
+
+def validation_error_body(errors: Sequence[Any]) -> dict[str, Any]:
+    """The `error` object of a body that failed validation (pydantic's errors)."""
+    problems = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+    first = problems[0] if problems else {"field": "", "message": "invalid request"}
+    where = f"{first['field']}: " if first["field"] else ""
+    return {
+        "code": "invalid_request",
+        "message": f"{where}{first['message']}",
+        "problems": problems,
+    }
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain(_: Request, exc: DomainError) -> JSONResponse:
-        if exc.field:
-            return error_response(exc.status_code, exc.code, exc.message, field=exc.field)
-        return error_response(exc.status_code, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse({"error": error_body(exc)}, exc.status_code, headers=headers)
+
+    # Overload is answered at once and honestly, and as a handled error: Starlette closes
+    # the keep-alive connection after a 500 (an unhandled exception), not after these.
+    @app.exception_handler(PoolTimeout)
+    async def pool_busy(request: Request, _: PoolTimeout) -> JSONResponse:
+        log.warning("web.db_pool_busy", path=request.url.path)
+        return error_response(
+            503,
+            "busy",
+            "the service is busy (no database connection free); try again shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(OperationalError)
+    async def db_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("web.db_unavailable", path=request.url.path, error=str(exc.orig))
+        return error_response(
+            503,
+            "unavailable",
+            "the database cannot be reached or is busy; try again shortly",
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(IllegalTransition)
     async def illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
@@ -51,14 +95,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
-        ]
-        first = problems[0] if problems else {"field": "", "message": "invalid request"}
-        where = f"{first['field']}: " if first["field"] else ""
-        return error_response(
-            422, "invalid_request", f"{where}{first['message']}", problems=problems
-        )
+        return JSONResponse({"error": validation_error_body(exc.errors())}, 422)
 
     @app.exception_handler(HTTPException)
     async def http(_: Request, exc: HTTPException) -> JSONResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -54,6 +54,21 @@ class LineIn(Strict):
 class OrderIn(Strict):
     customer_id: int = Field(ge=1)
     lines: list[LineIn] = Field(min_length=1, max_length=100)
+
+
+IdempotencyKeyText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MAX_BATCH = 1000
+
+
+class BatchOrderIn(OrderIn):
+    """One order of `POST /orders/batch`: a single POST's body plus its Idempotency-Key."""
+
+    idempotency_key: IdempotencyKeyText
+
+
+class BatchIn(Strict):
+    # Entries are validated one by one (BatchOrderIn), so one malformed order is refused alone.
+    orders: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class CancelIn(Strict):

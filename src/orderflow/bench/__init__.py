@@ -1,0 +1,1 @@
+"""Load benchmarks run against a deployment (`orderflow bench`)."""

@@ -1,0 +1,75 @@
+"""`orderflow bench …`: measure a running deployment from the outside."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+
+from orderflow.bench import intake
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks against a running orderflow (`orderflow serve`)."""
+
+
+@bench.command("intake")
+@click.option("--via", type=click.Choice(sorted(intake.VIAS)), default="post", show_default=True)
+@click.option("--orders", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--token", envvar="ORDERFLOW_ADMIN_TOKEN", required=True, help="admin bearer token")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="orders per request (--via batch)",
+)
+@click.option(
+    "--skus",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="products the orders spread over (2: every order hits the same hot stock rows)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as one JSON line")
+def bench_intake(
+    via: str,
+    orders: int,
+    clients: int,
+    url: str,
+    token: str,
+    batch_size: int,
+    skus: int,
+    as_json: bool,
+) -> None:
+    """Send ORDERS orders from CLIENTS concurrent clients; report accepted/s and latency.
+
+    Creates its own customer and products (plenty of stock) first. Every order carries its
+    own Idempotency-Key; refusals (409, 429, 503…) are counted by status, never retried.
+    """
+    target = intake.Target(url, token)
+    with click.progressbar(length=orders, label=f"{via}: orders answered", file=None) as bar:
+        seen = 0
+
+        def progress(done: int) -> None:
+            nonlocal seen
+            bar.update(done - seen)
+            seen = done
+
+        report = asyncio.run(
+            intake.run(
+                target,
+                via,
+                orders,
+                clients,
+                batch_size=batch_size,
+                skus=skus,
+                progress=progress,
+            )
+        )
+        progress(orders)
+    click.echo(json.dumps(report.as_dict()) if as_json else report.table())

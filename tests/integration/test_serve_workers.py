@@ -1,0 +1,73 @@
+"""`orderflow serve --workers N` and `orderflow bench intake` against it, as real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from orderflow.chaos.cluster import clean_environ, free_ports
+
+
+def test_serve_with_two_workers_shares_the_port_and_bench_intake_measures_it(
+    database_url: str,
+) -> None:
+    """Both processes answer on one port; bench places every order; SIGTERM stops all cleanly."""
+    [port] = free_ports(1)
+    env = clean_environ(
+        {
+            "ORDERFLOW_DATABASE_URL": database_url,
+            "ORDERFLOW_ADMIN_TOKEN": "bench-token",
+            "ORDERFLOW_BOBS_POST_WEBHOOK_SECRET": "a-webhook-secret-of-enough-length",
+        }
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "orderflow", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    bench_cmd = [sys.executable, "-m", "orderflow", "bench", "intake", "--json"]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert serve.poll() is None, serve.stdout.read() if serve.stdout else ""
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve --workers 2 never became ready"
+            time.sleep(0.2)
+        children = subprocess.run(
+            ["pgrep", "-P", str(serve.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 2  # the workers (plus, maybe, multiprocessing's tracker)
+        bench = subprocess.run(
+            [*bench_cmd, "--via", "post", "--orders", "120", "--clients", "8", "--url", url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert bench.returncode == 0, bench.stderr
+        report = json.loads(bench.stdout.strip().splitlines()[-1])
+        assert report["accepted"] == 120 and report["errors"] == {}
+        assert report["p99_ms"] >= report["p50_ms"] > 0
+        batch = subprocess.run(
+            [*bench_cmd, "--via", "batch", "--orders", "250", "--clients", "2", "--url", url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert batch.returncode == 0, batch.stderr
+        assert json.loads(batch.stdout.strip().splitlines()[-1])["accepted"] == 250
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=40) == 0
