@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import click
@@ -12,7 +13,7 @@ from orderflow.bench import intake
 
 @click.group()
 def bench() -> None:
-    """Benchmarks against a running orderflow (`orderflow serve`)."""
+    """Benchmarks: intake against a running orderflow, or the whole lifecycle on its own."""
 
 
 @bench.command("intake")
@@ -73,3 +74,28 @@ def bench_intake(
         )
         progress(orders)
     click.echo(json.dumps(report.as_dict()) if as_json else report.table())
+
+
+@bench.command("lifecycle")
+@click.option("--orders", type=click.IntRange(1), default=1_000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option(
+    "--database-url",
+    help="an empty, migrated-or-not PostgreSQL database (default: a throwaway one on "
+    "127.0.0.1:5432 as user postgres, dropped afterwards)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as one JSON line")
+def bench_lifecycle(
+    orders: int, workers: int, clients: int, database_url: str | None, as_json: bool
+) -> None:
+    """ORDERS orders placed → paid → booked → shipped e-mail → delivered, and what each cost.
+
+    Runs the simulators, a mail sink, `serve` and WORKERS workers as processes (no faults,
+    rate limits out of the way), places the orders from CLIENTS clients while the workers
+    run, waits until every one is delivered, and prints orders/s and CPU per order by process.
+    """
+    from orderflow.bench import lifecycle
+
+    result = lifecycle.run(orders, workers, clients, database_url)
+    click.echo(json.dumps(dataclasses.asdict(result)) if as_json else result.table())

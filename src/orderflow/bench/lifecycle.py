@@ -1,0 +1,229 @@
+"""`orderflow bench lifecycle`: N orders through the whole lifecycle, and what each one cost.
+
+Starts the simulators, a mail sink, `serve` and K workers as separate processes (the chaos
+cluster, without faults) on a throwaway PostgreSQL database, places N orders from C clients while
+the workers run, and waits until every one is delivered. Reports orders/s end to end, the CPU
+per order of orderflow's own processes (serve, workers, their PostgreSQL backends) and, apart,
+of the simulators, commits and rows written per order, and placed→paid / collected→"shipped"
+e-mail latencies. The same lifecycle on procrastinate, DBOS and a plain state machine lives in
+`bench/peers/` (`e2e.py`) for interleaved comparisons on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import httpx
+
+from orderflow.chaos.cluster import ADMIN_TOKEN, FAST_KNOBS, Cluster, ProcessGroup, cluster
+from orderflow.chaos.run import throwaway_postgres
+
+SKUS = ("BENCH-MUG", "BENCH-TEA", "BENCH-SPOON")
+ORDERFLOW = ("serve", "worker")
+SIMULATORS = ("bobs-post", "paydesk", "mailsink")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Result:
+    orders: int
+    workers: int
+    delivered: int = 0
+    seconds: float = 0.0
+    placement_seconds: float = 0.0
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per order, by process
+    commits_per_order: float = 0.0
+    rows_per_order: float = 0.0
+    latency: dict[str, float | None] = field(default_factory=dict)
+    load: tuple[float, ...] = ()
+
+    @property
+    def orders_per_second(self) -> float:
+        return self.delivered / self.seconds if self.seconds else 0.0
+
+    @property
+    def own_cpu_ms(self) -> float:
+        """orderflow's own processes: serve, workers and their PostgreSQL backends."""
+        return sum(v for k, v in self.cpu_ms.items() if not k.startswith(SIMULATORS))
+
+    def table(self) -> str:
+        rows = [
+            ("orders delivered", f"{self.delivered} of {self.orders} ({self.workers} workers)"),
+            ("end to end", f"{self.orders_per_second:.1f} orders/s ({self.seconds:.1f} s)"),
+            ("placement", f"{self.orders / max(self.placement_seconds, 1e-9):.1f} orders/s"),
+            ("CPU per order, orderflow", f"{self.own_cpu_ms:.1f} ms"),
+        ]
+        rows += [(f"  {k}", f"{v:.1f} ms") for k, v in sorted(self.cpu_ms.items())]
+        rows += [
+            ("commits per order", f"{self.commits_per_order:.2f}"),
+            ("rows written per order", f"{self.rows_per_order:.1f}"),
+        ]
+        rows += [(k, "-" if v is None else f"{v * 1000:.0f} ms") for k, v in self.latency.items()]
+        rows.append(("load average", " ".join(f"{x:.2f}" for x in self.load)))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _pg_stats(stack: Cluster) -> dict[str, int]:
+    [row] = stack.sql(
+        "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS rows "
+        "FROM pg_stat_database WHERE datname = current_database()"
+    )
+    return {"commits": int(row[0]), "rows": int(row[1])}
+
+
+def _backend_pids(stack: Cluster) -> list[int]:
+    rows = stack.sql(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    return [int(r[0]) for r in rows]
+
+
+def run(orders: int, workers: int, clients: int, database_url: str | None) -> Result:
+    """One measured run (blocking); prints progress bars on stderr."""
+    with (
+        tempfile.TemporaryDirectory(prefix="orderflow-bench-") as tmp,
+        _database(database_url) as url,
+    ):
+        group = ProcessGroup(Path(tmp))
+        knobs = {
+            **FAST_KNOBS,
+            "ORDERFLOW_BOBS_POST_RATE_LIMIT": "100000",
+            "ORDERFLOW_PAYDESK_RATE_LIMIT": "100000",
+        }
+        try:
+            with cluster(group, url, knobs) as stack:
+                return _measure(stack, orders, workers, clients)
+        finally:
+            group.stop_all()
+
+
+def _database(database_url: str | None) -> AbstractContextManager[str]:
+    return nullcontext(database_url) if database_url else throwaway_postgres()
+
+
+def _measure(stack: Cluster, orders: int, workers: int, clients: int) -> Result:
+    stack.start_outside_and_serve(progress_seconds=0.2)
+    for sku in SKUS:
+        stack.create_product(sku, stock=orders * 10)
+    customers = [stack.create_customer(i) for i in range(1, 21)]
+    for i in range(workers):
+        stack.start_worker(f"w{i + 1}")
+    processes = {p.name: p.pid for p in stack.group.snapshot() if p.alive()}
+    result = Result(orders=orders, workers=workers)
+    stats_before = _pg_stats(stack)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    backends_before = {pid: cpu_seconds(pid) for pid in _backend_pids(stack)}
+    started = time.monotonic()
+    _place(stack, orders, clients, customers)
+    result.placement_seconds = time.monotonic() - started
+    result.delivered = _wait_delivered(stack, orders)
+    result.seconds = time.monotonic() - started
+    n = max(1, result.delivered)
+    for name, pid in processes.items():
+        key = "worker" if name.startswith("worker") else name
+        spent = (cpu_seconds(pid) - cpu_before[name]) * 1000 / n
+        result.cpu_ms[key] = result.cpu_ms.get(key, 0.0) + spent
+    backends = sum(cpu_seconds(p) - backends_before.get(p, 0.0) for p in _backend_pids(stack))
+    result.cpu_ms["postgres backends"] = backends * 1000 / n
+    stats_after = _pg_stats(stack)
+    result.commits_per_order = (stats_after["commits"] - stats_before["commits"]) / n
+    result.rows_per_order = (stats_after["rows"] - stats_before["rows"]) / n
+    result.latency = _latencies(stack)
+    result.load = os.getloadavg()
+    return result
+
+
+def _place(stack: Cluster, orders: int, clients: int, customers: list[int]) -> None:
+    lock = threading.Lock()
+    bar = click.progressbar(length=orders, label="placed   ", file=sys.stderr)
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=stack.api_url, timeout=60) as http:
+            for i in range(index, orders, clients):
+                body = {
+                    "customer_id": customers[i % len(customers)],
+                    "lines": [{"sku": SKUS[i % len(SKUS)], "quantity": 1 + i % 3}],
+                }
+                while True:
+                    response = http.post(
+                        "/api/v1/orders",
+                        json=body,
+                        headers={
+                            "Authorization": f"Bearer {ADMIN_TOKEN}",
+                            "Idempotency-Key": f"bench-{i}",
+                        },
+                    )
+                    if response.status_code == 202:
+                        break
+                    if response.status_code not in (429, 503):
+                        raise click.ClickException(f"placement refused: {response.text[:200]}")
+                    time.sleep(float(response.headers.get("Retry-After", "1")))
+                with lock:
+                    bar.update(1)
+
+    with bar, ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+
+
+def _wait_delivered(stack: Cluster, orders: int, stall_seconds: float = 90.0) -> int:
+    bar = click.progressbar(length=orders, label="delivered", file=sys.stderr)
+    seen, last_change = 0, time.monotonic()
+    with bar:
+        while seen < orders and time.monotonic() - last_change < stall_seconds:
+            [row] = stack.sql("SELECT count(*) FROM orders WHERE status = 'delivered'")
+            count = int(row[0])
+            if count != seen:
+                bar.update(count - seen)
+                seen, last_change = count, time.monotonic()
+            time.sleep(0.2)
+    return seen
+
+
+def _latencies(stack: Cluster) -> dict[str, float | None]:
+    paid = [
+        float(r[0])
+        for r in stack.sql(
+            "SELECT extract(epoch FROM a.at - o.created_at) FROM orders o "
+            "JOIN audit_entries a ON a.order_id = o.id AND a.to_status = 'paid'"
+        )
+    ]
+    mailed = [
+        float(r[0])
+        for r in stack.sql(
+            "SELECT extract(epoch FROM m.at - c.at) FROM audit_entries c "
+            "JOIN audit_entries m ON m.order_id = c.order_id AND m.action = 'email.shipped' "
+            "WHERE c.to_status = 'shipped'"
+        )
+    ]
+    return {
+        "placed → paid p50": percentile(paid, 0.5),
+        "placed → paid p99": percentile(paid, 0.99),
+        "shipped → e-mail p50": percentile(mailed, 0.5),
+        "shipped → e-mail p99": percentile(mailed, 0.99),
+    }
