@@ -64,14 +64,12 @@ def make_engine(
     pool allows `pool_size` more connections than its size (`max_overflow`) unless told;
     SQLite keeps SQLAlchemy's default pool unless `max_overflow` is given."""
     if url.startswith("sqlite"):
-        sizes = (
-            {} if max_overflow is None else {"pool_size": pool_size, "max_overflow": max_overflow}
-        )
+        in_memory = url in ("sqlite://", "sqlite:///:memory:")  # one connection, no queue
+        pooling: dict[str, Any] = {} if in_memory else {"pool_timeout": pool_timeout}
+        if max_overflow is not None and not in_memory:
+            pooling.update(pool_size=pool_size, max_overflow=max_overflow)
         engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_timeout=pool_timeout,
-            **sizes,
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pooling
         )
         _make_sqlite_transactional(engine)
         return engine

@@ -77,7 +77,11 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
     proc = processes.start("intake", ["intake"], env)
     killed_at = []
     for threshold in (150, 500):
-        wait_until(lambda t=threshold: placed_count(db, keys) >= t, timeout=60, every=0.01)
+
+        def reached(t: int = threshold) -> bool:
+            return placed_count(db, keys) >= t
+
+        wait_until(reached, timeout=60, every=0.01)
         proc.kill9()
         killed_at.append(placed_count(db, keys))
         proc = processes.restart(proc)

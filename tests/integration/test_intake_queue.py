@@ -24,13 +24,13 @@ from orderflow.catalog.service import create_product
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.deadletters import service as dead_letters
-from orderflow.intake import group as group_module
 from orderflow.intake import refusals
 from orderflow.intake.bench import placed_count, publish_orders
 from orderflow.intake.consumer import IntakeConsumer
 from orderflow.intake.group import GroupCommit, Inbound, Outcome
 from orderflow.intake.messages import raw_body
 from orderflow.intake.step import IntakeStep
+from orderflow.orders import placement
 from orderflow.orders.models import Order
 from orderflow.serving import BackgroundServer
 from orderflow.tasks.models import Task, TaskAttempt
@@ -169,7 +169,7 @@ def test_a_database_failure_acks_nothing_and_the_group_is_retried(
 ) -> None:
     """The first commits fail (database down, schema unknown): no ack, no order, no dead letter;
     the retry places each once."""
-    real_place = group_module.place_order
+    real_place = placement.place_orders
     failures = [
         OperationalError("INSERT", {}, Exception("server closed the connection")),
         ProgrammingError("SELECT", {}, Exception('column "x" does not exist')),  # mid-deploy
@@ -180,7 +180,7 @@ def test_a_database_failure_acks_nothing_and_the_group_is_retried(
             raise failures.pop()
         return real_place(*args, **kwargs)
 
-    monkeypatch.setattr(group_module, "place_order", flaky)
+    monkeypatch.setattr("orderflow.intake.group.place_orders", flaky)
     publish_orders(
         BROKER, intake_queue, [message(f"k-{i}", customer, ("WIDGET", 1)) for i in range(20)]
     )
@@ -242,16 +242,19 @@ def test_a_refusal_the_database_will_not_store_is_kept_in_base64(
 def test_a_dropped_broker_connection_is_reopened_and_nothing_doubles(
     db: Database, customer: int, intake_queue: str
 ) -> None:
-    """RabbitMQ closes the consumer's connection mid-stream: it reconnects; 300 orders, once."""
-    keys = [f"c-{i}" for i in range(300)]
-    publish_orders(BROKER, intake_queue, [message(k, customer, ("WIDGET", 1)) for k in keys])
+    """RabbitMQ closes the consumer's connection mid-stream: it reconnects and goes on; 600
+    orders, each once (messages unacked at the close come again as harmless replays)."""
+    keys = [f"c-{i}" for i in range(600)]
+    bodies = [message(k, customer, ("WIDGET", 1)) for k in keys]
+    publish_orders(BROKER, intake_queue, bodies[:300])
     name = f"intake-test-{uuid.uuid4().hex[:8]}"
     with consuming(db, intake_queue, prefetch=20, group_size=10, name=name) as consumer:
         wait_for(lambda: placed_count(db, keys) >= 30)
         close_connection(name)
-        wait_for(lambda: placed_count(db, keys) == 300, timeout=120)
-    assert consumer.connections >= 2, "it reconnected"
-    assert count(db, Order) == 300
+        wait_for(lambda: consumer.connections >= 2, timeout=60)
+        publish_orders(BROKER, intake_queue, bodies[300:])  # after the reconnection
+        wait_for(lambda: placed_count(db, keys) == 600, timeout=120)
+    assert count(db, Order) == 600
     assert queue_depth(intake_queue) == 0
 
 

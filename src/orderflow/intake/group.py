@@ -31,6 +31,8 @@ from orderflow.db import Database
 from orderflow.errors import DomainError
 from orderflow.intake import refusals
 from orderflow.intake.messages import OrderMessage, Refusal, dead_letter_key, parse
+from orderflow.orders.placement import Outcome as PlacementOutcome
+from orderflow.orders.placement import PlacementRequest, Refused, place_orders
 from orderflow.orders.service import place_order
 from orderflow.tasks.errors import ErrorClass, describe
 
@@ -67,10 +69,31 @@ class Placed:
 
 
 def place_all(session: Session, msgs: list[OrderMessage], *, actor: str) -> list[Placed | Refusal]:
-    """Place each message's order, each all-or-nothing; a refusal spoils no other. The one
-    seam to placement: a set-based placement of many orders at once replaces this loop."""
+    """Place each message's order, each all-or-nothing; a refusal spoils no other.
+
+    The whole group in one set-based placement (`placement.place_orders`, which decides every
+    order before writing any); if that fails for another reason than the database itself (a
+    key another consumer committed meanwhile, a value one message trips on), the group is
+    placed message by message instead, each under its own savepoint."""
     _lock_stock(session, {line.sku for msg in msgs for line in msg.lines})
-    return [_place_one(session, msg, actor) for msg in msgs]
+    requests = [
+        PlacementRequest(msg.customer_id, msg.lines, actor, msg.idempotency_key) for msg in msgs
+    ]
+    try:
+        with session.begin_nested():
+            outcomes = place_orders(session, requests, lock_first=True)
+    except Exception as exc:
+        if _systemic(exc):
+            raise
+        return [_place_one(session, msg, actor) for msg in msgs]
+    return [_settled(outcome) for outcome in outcomes]
+
+
+def _settled(outcome: PlacementOutcome) -> Placed | Refusal:
+    if isinstance(outcome, Refused):
+        error = outcome.error
+        return Refusal(error.status_code, error.code, error.message, ErrorClass.PERMANENT)
+    return Placed(outcome.order_id, outcome.created)
 
 
 def _lock_stock(session: Session, skus: set[str]) -> None:
