@@ -207,6 +207,7 @@ class _Carrier:
         )
         self.shipments[ship.id] = ship
         self.bookings[ship.reference] += 1
+        self.chaos.note("booked")  # when the carrier accepted it (`/_sim/requests`)
         self._record(ship, "booked", ship.created_at)  # creation is not a change: no webhook
         return ship
 
