@@ -12,6 +12,12 @@ Then Bob's Post comes back, and the bookings are counted at the simulator (its r
 (so that tracking polls compete with bookings) and the carrier's own rate limit (50/s: above
 it, 429). Retry and probe knobs are short, so the run measures the drain, not the waiting.
 
+Webhooks are lost by default (`--webhook-loss 1`): the parcels still move (every 2 s), and
+orderflow learns it by polling every 5 s, so polls compete with bookings for the carrier's
+budget all through the drain. With webhooks on, the simulator itself (main at 7837db2) went
+CPU-bound delivering them to a busy `serve` and answered nothing for seconds at a time: the
+workers' 5 s timeouts opened the breaker, and the figure measured the simulator.
+
 Prints one row per rate: bookings/s over the whole drain (carrier back -> last booking) and
 over its steady middle 80 %, as a fraction of R; 429s, look-ups by reference and polls during
 the drain; the time to drain; and what the breaker and the pace did meanwhile (from the
@@ -25,11 +31,14 @@ import argparse
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +55,7 @@ KNOBS = {  # short waits: the drain is measured, not the backoff before it
     "ORDERFLOW_BREAKER_FAILURE_THRESHOLD": "5",
     "ORDERFLOW_LEASE_SECONDS": "15",
     "ORDERFLOW_HTTP_TIMEOUT_SECONDS": "5",
-    "ORDERFLOW_TRACKING_POLL_SECONDS": "10",
+    "ORDERFLOW_TRACKING_POLL_SECONDS": "5",
     "ORDERFLOW_WORKER_IDLE_SECONDS": "0.1",
 }
 SKUS = ("DRAIN-MUG", "DRAIN-TEA")
@@ -108,6 +117,76 @@ def log_events(stack: Cluster, offsets: dict[Path, int]) -> dict[str, int]:
     return {event: found.get(event, 0) for event in EVENTS}
 
 
+def cpu_seconds(group: ProcessGroup) -> dict[str, float]:
+    """CPU time (user + system) each live process has used so far, by name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for proc in group.snapshot():
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[proc.name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def utc(naive: datetime) -> float:
+    """A naive UTC timestamp column (read with raw SQL) as unix time."""
+    return naive.replace(tzinfo=UTC).timestamp()
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def batches(stack: Cluster, back_at: float) -> dict[str, Any]:
+    """Each worker's booking batches in the drain, rebuilt from `task_attempts`: a batch's
+    performs overlap (16 threads); the next batch starts only after its commit, its health
+    report, the next claim and prepare. Sizes, perform spans and the gaps between batches say
+    whether the pace (small batches) or the workers themselves (full batches, long gaps) limit."""
+    rows = stack.sql(
+        "SELECT a.worker, a.started_at, a.finished_at FROM task_attempts a "
+        "JOIN tasks t ON t.id = a.task_id WHERE t.kind = 'book' AND a.outcome = 'ok' "
+        "ORDER BY a.worker, a.started_at"
+    )
+    out: dict[str, Any] = {}
+    for worker in sorted({r[0] for r in rows}):
+        mine = [(utc(r[1]), utc(r[2])) for r in rows if r[0] == worker]
+        mine = [(s, f) for s, f in mine if s >= back_at]
+        groups: list[list[tuple[float, float]]] = []
+        for start, end in mine:
+            if groups and start <= max(f for _, f in groups[-1]) + 0.02:
+                groups[-1].append((start, end))
+            else:
+                groups.append([(start, end)])
+        spans = [max(f for _, f in g) - min(s for s, _ in g) for g in groups]
+        gaps = [min(s for s, _ in b) - max(f for _, f in a) for a, b in pairwise(groups)]
+        calls = [f - s for s, f in mine]
+        out[worker] = {
+            "bookings": len(mine),
+            "batches": len(groups),
+            "median_batch_size": median([float(len(g)) for g in groups]),
+            "median_perform_span_s": median(spans),
+            "median_gap_between_batches_s": median(gaps),
+            "median_call_s": median(calls),
+            "p95_call_s": round(sorted(calls)[int(0.95 * (len(calls) - 1))], 3) if calls else None,
+            "perform_share": round(sum(spans) / (sum(spans) + sum(gaps)), 3) if gaps else None,
+        }
+    return out
+
+
+def gaps_at_carrier(requests: list[list[Any]], back_at: float, end: float) -> dict[str, Any]:
+    """How the booking requests were spaced at the carrier: the longest silences."""
+    times = sorted(
+        float(t) for t, kind, _ in requests if kind == "POST /v1/shipments" and back_at <= t <= end
+    )
+    silences = sorted((b - a for a, b in pairwise(times)), reverse=True)
+    return {
+        "longest_silences_s": [round(g, 2) for g in silences[:5]],
+        "seconds_in_silences_over_0.5s": round(sum(g for g in silences if g > 0.5), 1),
+    }
+
+
 def one_rate(
     args: argparse.Namespace, rate: float, directory: Path, database_url: str
 ) -> dict[str, Any]:
@@ -134,6 +213,7 @@ def one_rate(
             outage = time.time() - down_at
             offsets = {p.log_path: p.log_path.stat().st_size for p in stack.workers.values()}
             load_before = load()
+            cpu_before = cpu_seconds(group)
             stack.carrier_switches(outage=None)
             back_at = time.time()
             say(f"all paid; Bob's Post back after {outage:.0f}s down; draining")
@@ -150,10 +230,20 @@ def one_rate(
                         {"at": round(time.time() - back_at, 1), "data": stack.dependencies()}
                     )
             load_after = load()
+            cpu = {
+                name: round(used - cpu_before.get(name, 0.0), 1)
+                for name, used in cpu_seconds(group).items()
+            }
             drained = checks.drain(
                 stack.carrier_requests(since=down_at), back_at, rate, args.carrier_limit
             )
             events = log_events(stack, offsets)
+            requests = stack.carrier_requests(since=down_at)
+            diagnosis = {
+                "batches": batches(stack, back_at),
+                "carrier": gaps_at_carrier(requests, back_at, back_at + drained.get("seconds", 0)),
+                "cpu_seconds_in_drain": cpu,
+            }
             say(f"{drained['bookings']} booked in {drained.get('seconds')}s")
             return {
                 "configured_rate": rate,
@@ -165,9 +255,11 @@ def one_rate(
                 "complete": drained["bookings"] >= accepted,
                 "drain": drained,
                 "worker_events_during_drain": events,
+                "diagnosis": diagnosis,
                 "load_before": load_before,
                 "load_after": load_after,
                 "dependencies": deps,
+                "carrier_requests": [e for e in requests if float(e[0]) >= back_at - 1],
             }
     finally:
         group.stop_all()
@@ -202,7 +294,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rates", type=float, nargs="+", default=[40.0])
     parser.add_argument("--carrier-limit", type=int, default=50, help="the simulator's 429 limit")
-    parser.add_argument("--webhook-loss", type=float, default=0.3)
+    parser.add_argument(
+        "--webhook-loss",
+        type=float,
+        default=1.0,
+        help="share of webhooks lost (default all: tracking is by polling, see the docstring)",
+    )
     parser.add_argument("--progress-seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=8, help="concurrent placements")
     parser.add_argument("--seed", type=int, default=1)
@@ -223,6 +320,8 @@ def main() -> None:
     print(HEADER)
     for r in results:
         print(row(r))
+    for r in results:
+        print(f"{r['configured_rate']:g}/s: {json.dumps(r['diagnosis'])}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "runs": results}, indent=1))
         print(f"figures written to {args.json}")

@@ -52,3 +52,22 @@ def test_the_log_has_every_request_and_each_new_booking_with_its_time() -> None:
     assert times == sorted(times) and before <= times[0] <= time.time()
     assert log["dropped"] == 0
     assert later["requests"] == []
+
+
+def test_an_ambiguous_booking_is_logged_as_booked_with_its_504() -> None:
+    """A booking made and answered 504 still counts as booked, at the moment of its answer."""
+    switches = BobsPostSwitches(progress_seconds=60, ambiguous_rate=1.0)
+    server = BackgroundServer(create_app(api_key=API_KEY, webhook_secret=SECRET, switches=switches))
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=5) as client:
+            client.post("/v1/shipments", json=booking(), headers={"Idempotency-Key": "k"})
+            client.post("/v1/shipments", json=booking(), headers={"Idempotency-Key": "k"})
+            entries = client.get("/_sim/requests").json()["requests"]
+    finally:
+        server.stop()
+    assert [(kind, status) for _, kind, status in entries] == [
+        ("booked", 0),
+        ("POST /v1/shipments", 504),
+        ("POST /v1/shipments", 504),  # the replay books nothing new
+    ]

@@ -207,7 +207,6 @@ class _Carrier:
         )
         self.shipments[ship.id] = ship
         self.bookings[ship.reference] += 1
-        self.chaos.note("booked")  # when the carrier accepted it (`/_sim/requests`)
         self._record(ship, "booked", ship.created_at)  # creation is not a change: no webhook
         return ship
 
@@ -339,6 +338,7 @@ def create_app(
             except ValidationError as exc:
                 return invalid(*first_error(exc))
             ship, status = sim.book(booking), 201
+            request.state.sim_event = "booked"  # logged with its answer (`/_sim/requests`)
             sim.keys[key] = (fingerprint(raw), ship.id)
         if sim.chaos.ambiguous():
             return await sim.chaos.ambiguous_response()

@@ -112,7 +112,8 @@ class Chaos:
         self.logged = 0
 
     def note(self, kind: str, status: int = 0) -> None:
-        """Add a simulator's own event (e.g. `booked`: a new shipment) to the request log."""
+        """Add to the request log: a request answered, or a simulator's own event (a handler
+        sets `request.state.sim_event`, e.g. `booked`: logged just before its answer)."""
         self.log.append((time.time(), kind, status))
         self.logged += 1
 
@@ -185,8 +186,12 @@ class Chaos:
         if response is None:
             response = await call_next(request)
         self.by_status[response.status_code] += 1
-        kind = request_kind(request.method, request.url.path, request.url.query)
-        self.note(kind, response.status_code)
+        event = getattr(request.state, "sim_event", None)  # e.g. `booked`, set by the handler
+        if event is not None:
+            self.note(str(event))
+        self.note(
+            request_kind(request.method, request.url.path, request.url.query), response.status_code
+        )
         return response
 
     def stats(self) -> dict[str, Any]:
