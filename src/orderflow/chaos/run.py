@@ -20,8 +20,9 @@ Timeline of `run`:
    serve and the workers, is sampled: RSS, database connections, log bytes;
 5. wait (bounded) until every accepted order is shipped or delivered (the recovery time), and
    every customer has the "shipped" e-mail; stop killing; wait until the backlog is gone;
-6. gather the evidence (the API's orders and histories, the simulators' counters, the sink's
-   messages, dead letters, stock) and let `checks` count and judge it.
+6. gather the evidence (the API's orders and histories, the simulators' counters, Bob's Post's
+   request log, the sink's messages, dead letters, stock) and let `checks` count and judge it
+   (the drain rate after the outage is reported, not judged).
 
 Kills go on during the outage, except for one witness: worker slot w1 is not killed from the
 moment the last order is placed until Bob's Post is back (with a single worker, nobody is
