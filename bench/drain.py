@@ -104,7 +104,7 @@ def wait_all_paid(stack: Cluster, orders: int, timeout: float) -> None:
         time.sleep(2.0)
 
 
-def log_events(stack: Cluster, offsets: dict[Path, int]) -> dict[str, int]:
+def log_events(offsets: dict[Path, int]) -> dict[str, int]:
     """The workers' breaker and pace events logged since `offsets` (file -> size then)."""
     found: Counter[str] = Counter()
     for path, offset in offsets.items():
@@ -193,7 +193,10 @@ def one_rate(
     """Outage, N orders, then the drain at configured `rate`: its figures."""
     knobs = {**KNOBS, "ORDERFLOW_BOBS_POST_RATE_LIMIT": str(rate)}
     group = ProcessGroup(directory)
-    say = lambda line: print(f"[{rate:g}/s] {line} (load {load()})", flush=True)  # noqa: E731
+
+    def say(line: str) -> None:
+        print(f"[{rate:g}/s] {line} (load {load()})", flush=True)
+
     try:
         with cluster(group, database_url, knobs) as stack:
             stack.start_outside_and_serve(progress_seconds=args.progress_seconds, seed=args.seed)
@@ -218,13 +221,12 @@ def one_rate(
             back_at = time.time()
             say(f"all paid; Bob's Post back after {outage:.0f}s down; draining")
             deps: list[dict[str, Any]] = []
-            booked, seen = 0, back_at
+            booked = 0
             deadline = time.monotonic() + 120 + 3 * accepted / rate
             while booked < accepted and time.monotonic() < deadline:
                 time.sleep(1.0)
-                fresh = stack.carrier_requests(since=seen)
-                booked += sum(1 for t, kind, _ in fresh if kind == checks.BOOKED and t > seen)
-                seen = max([seen, *(float(t) for t, _, _ in fresh)])
+                with suppress(httpx.HTTPError, ClusterError):
+                    booked = len(stack.carrier_stats()["bookings_by_reference"])
                 with suppress(httpx.HTTPError, ClusterError):
                     deps.append(
                         {"at": round(time.time() - back_at, 1), "data": stack.dependencies()}
@@ -237,7 +239,7 @@ def one_rate(
             drained = checks.drain(
                 stack.carrier_requests(since=down_at), back_at, rate, args.carrier_limit
             )
-            events = log_events(stack, offsets)
+            events = log_events(offsets)
             requests = stack.carrier_requests(since=down_at)
             diagnosis = {
                 "batches": batches(stack, back_at),
