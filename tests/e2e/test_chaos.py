@@ -23,7 +23,9 @@ from orderflow.chaos.checks import (
     Evidence,
     ProcessSample,
     Sample,
+    drain,
     figures,
+    summary,
     unseen_faults,
     violations,
 )
@@ -268,3 +270,68 @@ def test_growth_is_measured_within_a_process_and_judged() -> None:
         for t in range(0, 17)
     ]
     assert verdict(samples=restarted) == []
+
+
+def drain_log(back: float) -> list[list[Any]]:
+    """A carrier's request log: 503s before `back`; then after a 2 s probe wait 400 bookings at
+    40/s with 4 look-ups, 40 polls and 8 429s among them; then one straggler 20 s later."""
+    log: list[list[Any]] = [[back - 1.0 + i * 0.1, "POST /v1/shipments", 503] for i in range(10)]
+    start = back + 2.0
+    for i in range(400):
+        t = start + i / 40
+        log += [[t, "booked", 0], [t, "POST /v1/shipments", 201]]
+        if i % 10 == 0:
+            log.append([t, "GET /v1/shipments/{id}", 200])
+        if i % 50 == 0:
+            log.append([t, "POST /v1/shipments", 429])
+        if i % 100 == 0:
+            log.append([t, "GET /v1/shipments?reference", 200])
+    last = start + 399 / 40 + 20.0
+    log += [[last, "booked", 0], [last, "POST /v1/shipments", 201]]
+    log.append([last + 1, "GET /v1/shipments/{id}", 200])  # after the last booking: not counted
+    return sorted(log, key=lambda entry: float(entry[0]))
+
+
+def test_drain_rate_is_bookings_per_second_from_the_carrier_back_to_the_last_booking() -> None:
+    """Whole drain (probe wait and straggler included), its steady middle 80 % (40/s = 100 %
+    of the configured rate), the requests the carrier saw by kind, and the 429s."""
+    d = drain(drain_log(1000.0), 1000.0, 40.0, 50)
+    assert d["bookings"] == 401
+    assert d["seconds"] == pytest.approx(
+        31.975, abs=0.01
+    )  # 2 s probe wait + 9.975 s of bookings + 20 s straggler
+    assert d["first_booking_after_seconds"] == 2.0
+    assert d["bookings_per_second"] == round(401 / 31.975, 2)
+    assert d["fraction"] == round(401 / 31.975 / 40, 3)
+    assert d["steady_bookings_per_second"] == 40.0
+    assert d["steady_fraction"] == 1.0
+    assert d["requests_by_kind"] == {
+        "bookings": 401 + 8,
+        "lookups": 4,
+        "polls": 40,
+        "cancels": 0,
+        "other": 0,
+    }
+    assert d["rate_limited_429"] == 8
+    assert d["requests_by_status"] == {"200": 44, "201": 401, "429": 8}
+    assert sum(d["bookings_each_second"]) == 401 and d["bookings_each_second"][:2] == [0, 0]
+    assert drain([], None, 40.0) == {}
+    assert drain([[999.0, "booked", 0]], 1000.0, 40.0)["bookings"] == 0
+
+
+def test_the_drain_is_reported_never_judged() -> None:
+    """A slow drain shows in the figures and the summary, but is no violation (CI runs are too
+    small to judge a rate); the configured rate comes from the knobs, 40/s by default."""
+    slow = [e for e in drain_log(1000.0) if e[1] != "booked" or int(e[0] * 40) % 4 == 0]
+    f = figures(evidence(carrier_requests=slow, carrier_back_at=1000.0))
+    assert f.drain["configured_rate"] == 40.0 and f.drain["steady_fraction"] < 0.5
+    assert violations(f) == []
+    assert "drain after the outage" in summary(f, [], [])
+    knobs = {"knobs": {"ORDERFLOW_BOBS_POST_RATE_LIMIT": "50"}, "kill_every": 4}
+    assert (
+        figures(evidence(scenario=knobs, carrier_requests=slow, carrier_back_at=1000.0)).drain[
+            "configured_rate"
+        ]
+        == 50.0
+    )
+    assert figures(evidence()).drain == {}

@@ -8,6 +8,7 @@ run that injected nothing proves nothing), and `summary` prints the block.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from orderflow.config import Settings
 from orderflow.orders.status import RANK, OrderStatus
 
 DONE = frozenset({OrderStatus.SHIPPED.value, OrderStatus.DELIVERED.value})
@@ -97,6 +99,10 @@ class Evidence:
     samples: list[Sample] = field(default_factory=list)
     backlog: list[BacklogSample] = field(default_factory=list)
     final_backlog: dict[str, int] = field(default_factory=dict)
+    # Bob's Post's request log (`GET /_sim/requests`: [unix time, kind, status]) and the unix
+    # time it was switched back on: the drain is measured from them
+    carrier_requests: list[list[Any]] = field(default_factory=list)
+    carrier_back_at: float | None = None
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -265,6 +271,89 @@ class Figures:
     breaker_open_seconds: dict[str, float]
     resources: dict[str, Any]
     backlog_series: list[dict[str, Any]]  # once a second: seconds into the run, tasks, breakers
+    drain: dict[str, Any] = field(default_factory=dict)  # see `drain`
+
+
+# --- the drain after the outage: bookings/s against the configured rate ------------------------
+CARRIER_KINDS = {  # Bob's Post request kinds (`simulators.chaos.request_kind`) -> what they are
+    "POST /v1/shipments": "bookings",
+    "GET /v1/shipments?reference": "lookups",
+    "GET /v1/shipments/{id}": "polls",
+    "POST /v1/shipments/{id}/cancel": "cancels",
+}
+BOOKED = "booked"  # the simulator's note of a new shipment, at the moment it was made
+STEADY_SHARE = 0.8  # the steady part of a drain: its middle 80 % of bookings
+
+
+def configured_rate(knobs: Mapping[str, str]) -> float:
+    """ORDERFLOW_BOBS_POST_RATE_LIMIT as the processes were given it (or its default)."""
+    default = Settings.model_fields["bobs_post_rate_limit"].default
+    return float(knobs.get("ORDERFLOW_BOBS_POST_RATE_LIMIT", default))
+
+
+def _rate(count: int, seconds: float) -> float | None:
+    return round(count / seconds, 2) if seconds > 0 else None
+
+
+def _fraction(rate: float | None, configured: float) -> float | None:
+    return None if rate is None or configured <= 0 else round(rate / configured, 3)
+
+
+def drain(
+    requests: Sequence[Sequence[Any]],
+    back_at: float | None,
+    configured: float,
+    carrier_limit: float | None = None,
+) -> dict[str, Any]:
+    """How fast the backlog of bookings went out once the carrier answered again.
+
+    The window runs from `back_at` (the carrier answers again) to the last new booking (the
+    backlog of bookings is empty). In it: new bookings per second, over the whole window and
+    over its middle 80 % of bookings (the steady part: no probe wait, no stragglers), each as a
+    fraction of the `configured` rate; and every request the carrier saw, by kind and status.
+    `requests` is the simulator's log: (unix time, kind, status), with a `booked` note per new
+    shipment. Empty when the carrier never came back."""
+    if back_at is None:
+        return {}
+    booked = sorted(float(t) for t, kind, _ in requests if kind == BOOKED and t >= back_at)
+    out: dict[str, Any] = {
+        "configured_rate": configured,
+        "carrier_rate_limit": carrier_limit,
+        "bookings": len(booked),
+    }
+    if not booked:
+        return out
+    end = booked[-1]
+    seconds = end - back_at
+    # requests up to the answer to the last booking (logged just after its `booked` note)
+    answered = min((t for t, k, _ in requests if t >= end and k in CARRIER_KINDS), default=end)
+    seen = [(kind, status) for t, kind, status in requests if back_at <= t <= answered]
+    calls = [(CARRIER_KINDS.get(kind, "other"), status) for kind, status in seen if kind != BOOKED]
+    by_kind = Counter(kind for kind, _ in calls)
+    rate = _rate(len(booked), seconds)
+    lo, hi = (
+        int(len(booked) * (1 - STEADY_SHARE) / 2),
+        math.ceil(len(booked) * (1 + STEADY_SHARE) / 2) - 1,
+    )
+    steady = _rate(hi - lo, booked[hi] - booked[lo]) if hi > lo else None
+    per_second = Counter(int(t - back_at) for t in booked)
+    out.update(
+        seconds=round(seconds, 2),
+        first_booking_after_seconds=round(booked[0] - back_at, 2),
+        bookings_per_second=rate,
+        fraction=_fraction(rate, configured),
+        steady_bookings_per_second=steady,
+        steady_fraction=_fraction(steady, configured),
+        steady_seconds=round(booked[hi] - booked[lo], 2),
+        requests=len(calls),
+        requests_per_second=_rate(len(calls), seconds),
+        requests_fraction=_fraction(_rate(len(calls), seconds), configured),
+        requests_by_kind={k: by_kind.get(k, 0) for k in (*CARRIER_KINDS.values(), "other")},
+        requests_by_status=dict(sorted(Counter(str(s) for _, s in calls).items())),
+        rate_limited_429=sum(1 for _, status in calls if status == 429),
+        bookings_each_second=[per_second.get(i, 0) for i in range(int(seconds) + 1)],
+    )
+    return out
 
 
 def _duplicates(counts: Mapping[str, int]) -> tuple[int, int]:
@@ -400,6 +489,12 @@ def figures(evidence: Evidence) -> Figures:
             {"at": round(p.at, 1), "backlog": dict(p.backlog), "states": dict(p.states)}
             for p in evidence.backlog
         ],
+        drain=drain(
+            evidence.carrier_requests,
+            evidence.carrier_back_at,
+            configured_rate(evidence.scenario.get("knobs", {})),
+            evidence.scenario.get("carrier_rate_limit"),
+        ),
     )
 
 
@@ -494,6 +589,33 @@ def _n(value: float | None, unit: str = "s") -> str:
     return "never" if value is None else f"{value}{unit}"
 
 
+def percent(fraction: float | None) -> str:
+    return "?" if fraction is None else f"{fraction:.0%}"
+
+
+def drain_lines(d: Mapping[str, Any]) -> list[str]:
+    """The drain in two lines of the summary (nothing if the carrier never came back)."""
+    if not d:
+        return []
+    rate = d["configured_rate"]
+    if not d["bookings"]:
+        return [f"drain                        no booking after the carrier came back ({rate}/s)"]
+    kinds = d["requests_by_kind"]
+    return [
+        f"drain after the outage       {d['bookings']} bookings in {d['seconds']}s (carrier back "
+        f"-> last booking): "
+        f"{d['bookings_per_second']}/s = {percent(d['fraction'])} of the configured {rate}/s "
+        f"(middle 80 %: {d['steady_bookings_per_second']}/s = "
+        f"{percent(d['steady_fraction'])}; first booking after "
+        f"{d['first_booking_after_seconds']}s)",
+        f"  requests in the drain      {d['requests_per_second']}/s "
+        f"({percent(d['requests_fraction'])}): {kinds['bookings']} bookings, "
+        f"{kinds['lookups']} look-ups, {kinds['polls']} polls, {kinds['cancels']} cancels, "
+        f"{kinds['other']} other; {d['rate_limited_429']} answered 429 "
+        f"(carrier allows {d['carrier_rate_limit']}/s)",
+    ]
+
+
 def summary(f: Figures, broken: Sequence[str], unseen: Sequence[str]) -> str:
     """The block `orderflow chaos` prints."""
     s = f.scenario
@@ -536,6 +658,7 @@ def summary(f: Figures, broken: Sequence[str], unseen: Sequence[str]) -> str:
         f' all "shipped" e-mails in {_n(f.told_seconds)}; run {f.total_seconds}s)',
         f"backlog peak / final         {f.backlog_peak} / {f.backlog_final}",
         f"breaker open                 {f.breaker_open_seconds}",
+        *drain_lines(f.drain),
         f"faults injected              kill -9 {faults['kills']}, carrier 503 "
         f"{faults['carrier_503']}, hung {faults['carrier_requests_hung']}, 429 "
         f"{faults['carrier_429']} (+Paydesk {faults['paydesk_429']}), ambiguous "

@@ -82,7 +82,8 @@ def chaos(
     Bob's Post down (503, then hanging connections) with ambiguous failures on both gateways,
     duplicated, lost and shuffled webhooks, 429s and a kill -9 of a random worker every few
     seconds; then counts lost orders, double charges, double bookings, double "shipped"
-    e-mails and backward status moves, and prints them with the recovery time.
+    e-mails and backward status moves, and prints them with the recovery time and the drain
+    rate after the outage (bookings/s as a fraction of ORDERFLOW_BOBS_POST_RATE_LIMIT).
     """
     # Imported here: `orderflow worker` and `serve` start without loading any of this.
     from orderflow.chaos.cluster import ClusterError

@@ -463,6 +463,12 @@ class Cluster:
     def carrier_stats(self) -> dict[str, Any]:
         return dict(_expect(self._http.get(f"{self.carrier_url}/_sim/stats"), 200).json())
 
+    def carrier_requests(self, since: float = 0.0) -> list[list[Any]]:
+        """Bob's Post's request log from unix time `since`: [unix time, kind, status] each
+        (`kind` like `POST /v1/shipments`, or `booked` for each new shipment)."""
+        url = f"{self.carrier_url}/_sim/requests"
+        return list(_expect(self._http.get(url, params={"since": since}), 200).json()["requests"])
+
     def paydesk_switches(self, **switches: Any) -> None:
         url = f"{self.paydesk_url}/_sim/switches"
         _expect(self._http.patch(url, json=switches), 200)

@@ -20,8 +20,9 @@ Timeline of `run`:
    serve and the workers, is sampled: RSS, database connections, log bytes;
 5. wait (bounded) until every accepted order is shipped or delivered (the recovery time), and
    every customer has the "shipped" e-mail; stop killing; wait until the backlog is gone;
-6. gather the evidence (the API's orders and histories, the simulators' counters, the sink's
-   messages, dead letters, stock) and let `checks` count and judge it.
+6. gather the evidence (the API's orders and histories, the simulators' counters, Bob's Post's
+   request log, the sink's messages, dead letters, stock) and let `checks` count and judge it
+   (the drain rate after the outage is reported, not judged).
 
 Kills go on during the outage, except for one witness: worker slot w1 is not killed from the
 moment the last order is placed until Bob's Post is back (with a single worker, nobody is
@@ -309,6 +310,7 @@ class _Scenario:
         self.carrier_503 = self.carrier_hung = 0
         self.before: dict[str, int] = {}
         self.went_down = time.monotonic()
+        self.down_at = self.back_at = time.time()  # unix times, as in the carrier's request log
 
     def elapsed(self) -> str:
         return f"[{time.monotonic() - self.start:6.1f}s]"
@@ -388,6 +390,7 @@ class _Scenario:
         """Bob's Post answers 503 from now on (before any order exists: every booking meets it)."""
         self.before = self.stack.carrier_stats()["requests_by_status"]
         self.went_down = time.monotonic()
+        self.down_at = time.time()
         self.stack.carrier_switches(outage="503")
 
     def outage(self) -> float:
@@ -410,6 +413,7 @@ class _Scenario:
         self._sample(time.monotonic() - began, "hang")
         end = self.stack.carrier_stats()
         self.stack.carrier_switches(outage=None)
+        self.back_at = time.time()  # the drain is measured from here
         self.carrier_503 = int(middle["requests_by_status"].get("503", 0)) - int(
             self.before.get("503", 0)
         )
@@ -595,6 +599,8 @@ def _run(
             samples=s.samples,
             backlog=monitor.samples,
             final_backlog=final_backlog,
+            carrier_requests=stack.carrier_requests(since=s.down_at),
+            carrier_back_at=s.back_at,
         )
     finally:
         killer.stop()

@@ -399,6 +399,7 @@ def create_app(
             except ValidationError as exc:
                 return invalid(*first_error(exc))
             ship, status = sim.book(booking), 201
+            request.state.sim_event = "booked"  # logged with its answer (`/_sim/requests`)
             sim.keys[key] = (fingerprint(raw), ship.id)
         if sim.chaos.ambiguous():
             return await sim.chaos.ambiguous_response()

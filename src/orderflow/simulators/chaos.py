@@ -7,14 +7,15 @@ import dataclasses
 import json
 import math
 import random
+import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
@@ -56,6 +57,18 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+REQUEST_LOG_SIZE = 200_000  # entries kept by `/_sim/requests` (the oldest go first)
+_ID_SEGMENT = re.compile(r"^(\d+|[A-Za-z]+_[\w-]+)$")  # an id in a path: `bp_shp_8f3a…`, `42`
+
+
+def request_kind(method: str, path: str, query: str) -> str:
+    """`POST /v1/shipments`, `GET /v1/shipments/{id}`, `GET /v1/shipments?reference`: the
+    request's method and route (ids replaced, query parameter names kept)."""
+    route = "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/"))
+    names = sorted({pair.split("=", 1)[0] for pair in query.split("&") if pair})
+    return f"{method} {route}" + (f"?{'&'.join(names)}" if names else "")
+
+
 class _Bucket:
     """A token bucket holding at most one second's worth of requests."""
 
@@ -85,6 +98,9 @@ class Chaos:
         self.requests = 0
         self.by_status: Counter[int] = Counter()
         self._buckets: dict[str, _Bucket] = {}
+        # (unix time, kind, status) of every request under `prefix`, and of `note`s
+        self.log: deque[tuple[float, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.logged = 0
 
     def reset(self) -> None:
         """Back to the switches given at start, a re-seeded random source and zero counts."""
@@ -92,6 +108,19 @@ class Chaos:
         self.requests = 0
         self.by_status.clear()
         self._buckets.clear()
+        self.log.clear()
+        self.logged = 0
+
+    def note(self, kind: str, status: int = 0) -> None:
+        """Add to the request log: a request answered, or a simulator's own event (a handler
+        sets `request.state.sim_event`, e.g. `booked`: logged just before its answer)."""
+        self.log.append((time.time(), kind, status))
+        self.logged += 1
+
+    def requests_since(self, since: float) -> dict[str, Any]:
+        """The request log from unix time `since` on; `dropped`: entries pushed out so far."""
+        entries = [[round(t, 4), kind, status] for t, kind, status in self.log if t >= since]
+        return {"requests": entries, "dropped": self.logged - len(self.log)}
 
     def update(self, changes: dict[str, Any]) -> None:
         """Validate and apply a partial change of switches (raises ValueError when invalid)."""
@@ -157,6 +186,12 @@ class Chaos:
         if response is None:
             response = await call_next(request)
         self.by_status[response.status_code] += 1
+        event = getattr(request.state, "sim_event", None)  # e.g. `booked`, set by the handler
+        if event is not None:
+            self.note(str(event))
+        self.note(
+            request_kind(request.method, request.url.path, request.url.query), response.status_code
+        )
         return response
 
     def stats(self) -> dict[str, Any]:
@@ -171,6 +206,11 @@ class Chaos:
         @app.get("/_sim/switches")
         async def get_switches() -> dict[str, Any]:
             return dataclasses.asdict(self.switches)
+
+        @app.get("/_sim/requests")
+        async def get_requests(since: float = Query(0.0)) -> dict[str, Any]:
+            """The request log (read-only): `[[unix time, kind, status], …]` from `since` on."""
+            return self.requests_since(since)
 
         @app.patch("/_sim/switches", response_model=None)
         async def patch_switches(request: Request) -> dict[str, Any] | JSONResponse:
