@@ -69,6 +69,17 @@ class GroupCommit:
         return await loop.run_in_executor(self._executor, self.run_group, requests)
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_pending()
+        finally:
+            # Leave the set in the same step in which the queue was seen empty: a `place` that
+            # queues right after must see no drainer and start one. (The task's done callback
+            # runs a step later; relying on it alone left such a request waiting forever.)
+            task = asyncio.current_task()
+            if task is not None:
+                self._drainers.discard(task)
+
+    async def _drain_pending(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             size = min(len(self._pending), self._max_group)

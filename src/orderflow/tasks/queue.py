@@ -113,15 +113,7 @@ def claim(
             lease_until=at + timedelta(seconds=lease_seconds),
             attempts=Task.attempts + 1,
         )
-        .returning(
-            Task.id,
-            Task.key,
-            Task.kind,
-            Task.order_id,
-            Task.payload,
-            Task.attempts,
-            Task.created_at,
-        )
+        .returning(*CLAIMED_COLUMNS)
     ).all()
     claimed = [
         ClaimedTask(
