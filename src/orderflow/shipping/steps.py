@@ -96,10 +96,6 @@ class BookStep:
             book=paid,
         )
 
-    def requests(self, task: ClaimedTask) -> int:
-        """Calls to the carrier this task may make (for the shared rate limit)."""
-        return 2 if queue.may_have_happened(task) else 1
-
     def perform(self, work: BookWork) -> Booking | None:
         if work.look_first:
             live = [

@@ -205,12 +205,8 @@ class Worker:
                     claimed += self._claim_kinds(session, token, room, kinds)
         elif unrationed and room > 0:
             claimed += self._claim_kinds(session, token, room, unrationed)
-        requests: Counter[str] = Counter()  # the pace counts requests, not tasks
-        for task in claimed:
-            dependency = self._dependency_of.get(task.kind)
-            if dependency is not None:
-                requests[dependency] += self._requests(task)
-        for dependency, count in sorted(requests.items()):
+        calls = Counter(self._dependency_of.get(task.kind) for task in claimed)
+        for dependency, count in sorted((d, n) for d, n in calls.items() if d is not None):
             health.consume(session, self.dependencies[dependency], count)
         return claimed
 
@@ -220,10 +216,6 @@ class Worker:
         return queue.claim(
             session, token=token, limit=limit, lease_seconds=self.lease_seconds, kinds=kinds
         )
-
-    def _requests(self, task: ClaimedTask) -> int:
-        requests = getattr(self.steps.get(task.kind), "requests", None)
-        return int(requests(task)) if requests is not None else 1
 
     def _health_reports(self, runs: list[_Run]) -> dict[str, list[_Run]]:
         """The dependencies this batch called whose health is worth writing down."""
@@ -252,14 +244,7 @@ class Worker:
                 for r in batch
                 if isinstance(r.error, TransientError) and r.error.http_status == 429
             ]
-            down = [
-                r.error
-                for r in batch
-                if r.error is not None
-                and not _answered(r.error)
-                and classify(r.error) is ErrorClass.TRANSIENT
-                and r.error not in throttled
-            ]
+            down = [r.error for r in batch if r.error is not None and _found_down(r.error)]
             if answered:
                 health.record_success(session, name, throttled=bool(throttled))
                 self._success_written[name] = time.monotonic()
