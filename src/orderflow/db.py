@@ -118,6 +118,20 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any], k
     return session.execute(stmt.returning(column)).first() is not None
 
 
+def insert_ignore_many(
+    session: Session, model: type[Base], rows: list[dict[str, Any]], key: str
+) -> set[Any]:
+    """INSERT these rows in one statement, skipping those whose unique `key` exists; returns
+    the keys this call inserted."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    column = model.__table__.c[key]
+    stmt = insert(model).values(rows).on_conflict_do_nothing(index_elements=[key])
+    return set(session.scalars(stmt.returning(column)))
+
+
 def allocate_ids(session: Session, table: str, count: int) -> list[int]:
     """Reserve `count` new primary keys of `table` (id column), so that rows referring to
     them can be written in the same round of set-based INSERTs as the rows themselves.

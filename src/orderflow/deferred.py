@@ -34,6 +34,8 @@ class Deferred:
     heads: dict[int, Head] = field(default_factory=dict)
     new_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # by task key
     finished: list[int] = field(default_factory=list)  # ids of tasks done
+    postponed: dict[str, datetime] = field(default_factory=dict)  # waiting tasks' new due time
+    cancelled: set[str] = field(default_factory=set)  # keys of waiting tasks no longer needed
 
 
 _current: ContextVar[Deferred | None] = ContextVar("orderflow_deferred", default=None)

@@ -22,7 +22,7 @@ def test_an_order_placed_right_after_the_previous_one_is_answered(db: Database) 
     async def one_client() -> list[Placed]:
         answers = []
         for i in range(3):
-            answers.append(await commit.place(request(f"k-{i}")))  # awaited directly, no task
+            answers.append(await commit.submit(request(f"k-{i}")))  # awaited directly, no task
         return [a for a in answers if isinstance(a, Placed)]
 
     try:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
@@ -17,7 +16,7 @@ from orderflow.observability.metrics import EMAILS_SENT
 from orderflow.orders import service, workflow
 from orderflow.orders.models import Order
 from orderflow.orders.status import OrderStatus
-from orderflow.shipping.models import Shipment
+from orderflow.shipping import tracking
 from orderflow.shipping.vocabulary import ShipmentStatus
 from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
@@ -99,11 +98,7 @@ class NotifyStep:
         )
         if mail.milestone == "shipped":
             # The carrier may already have delivered; the order waited for this e-mail.
-            shipment = session.scalar(
-                select(Shipment)
-                .where(Shipment.order_id == order_id)
-                .execution_options(populate_existing=True)
-            )
+            shipment = tracking.current_shipment(session, order_id)
             if (
                 shipment is not None
                 and shipment.status == ShipmentStatus.DELIVERED

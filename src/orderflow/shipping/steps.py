@@ -48,15 +48,6 @@ def booking_request(order: Order) -> dict[str, Any]:
     }
 
 
-def _shipment_of(session: Session, order_id: int) -> Shipment | None:
-    """The order's shipment as committed now (call with the order locked)."""
-    return session.scalar(
-        select(Shipment)
-        .where(Shipment.order_id == order_id)
-        .execution_options(populate_existing=True)
-    )
-
-
 @dataclass(frozen=True)
 class BookWork:
     idempotency_key: str
@@ -217,21 +208,25 @@ class TrackStep:
     ) -> Reschedule | None:
         work, state = result
         next_poll = now() + timedelta(seconds=self.poll_seconds)
-        for event in state.events:
-            tracking.observe(
-                session,
-                carrier=CARRIER,
-                event_id=f"poll:{work.shipment_id}:{event.status}:{event.occurred_at.isoformat()}",
-                carrier_shipment_id=work.shipment_id,
-                reference=work.reference,
-                carrier_status=event.status,
-                occurred_at=event.occurred_at,
-                source="poll",
-                actor="worker:tracking",
-                next_poll_at=next_poll,
-            )
+        tracking.observe_many(
+            session,
+            [
+                tracking.Observation(
+                    carrier=CARRIER,
+                    event_id=f"poll:{work.shipment_id}:{e.status}:{e.occurred_at.isoformat()}",
+                    carrier_shipment_id=work.shipment_id,
+                    reference=work.reference,
+                    carrier_status=e.status,
+                    occurred_at=e.occurred_at,
+                    source="poll",
+                )
+                for e in state.events
+            ],
+            actor="worker:tracking",
+            next_poll_at=next_poll,
+        )
         assert task.order_id is not None
-        shipment = _shipment_of(session, task.order_id)
+        shipment = tracking.current_shipment(session, task.order_id)
         assert shipment is not None
         if ShipmentStatus(shipment.status) in FINAL:
             return None
@@ -257,7 +252,7 @@ class CancelShipmentStep:
     def complete(self, session: Session, task: ClaimedTask, result: Booking) -> None:
         assert task.order_id is not None
         service.lock(session, task.order_id)
-        shipment = _shipment_of(session, task.order_id)
+        shipment = tracking.current_shipment(session, task.order_id)
         assert shipment is not None
         shipment.status = ShipmentStatus.CANCELLED
         shipment.carrier_status = result.status

@@ -7,16 +7,18 @@ forward, and turned into order moves through the carrier-neutral vocabulary. The
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from orderflow.alerts import rules as alerts
 from orderflow.audit import chain
 from orderflow.clock import now
-from orderflow.db import insert_ignore
+from orderflow.db import insert_ignore_many
 from orderflow.notifications.models import Notification
 from orderflow.observability.metrics import PLACED_TO_SHIPPED
 from orderflow.orders import service, workflow
@@ -33,75 +35,130 @@ from orderflow.shipping.vocabulary import (
 from orderflow.tasks import queue
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One thing the carrier told us about a shipment (a webhook's event, or one of a poll's)."""
+
+    carrier: str
+    event_id: str
+    carrier_shipment_id: str
+    reference: str | None
+    carrier_status: str
+    occurred_at: datetime
+    source: str
+
+
 def observe(
-    session: Session,
-    *,
-    carrier: str,
-    event_id: str,
-    carrier_shipment_id: str,
-    reference: str | None,
-    carrier_status: str,
-    occurred_at: datetime,
-    source: str,
-    actor: str,
-    next_poll_at: datetime,
+    session: Session, observation: Observation, *, actor: str, next_poll_at: datetime
 ) -> str:
     """Store one observation and apply it; returns what became of it."""
-    # Lock the order the event names before anything else. A booking being committed for it
-    # holds the same lock, so this event either waits for the booking and finds its shipment,
-    # or commits first and is seen by the booking's replay of unmatched events (which reads
-    # after taking the lock): neither transaction can miss the other.
-    named = parse_order_reference(reference)
-    if named is not None:
-        chain.lock_heads(session, [named])
-    stored = insert_ignore(
+    return observe_many(session, [observation], actor=actor, next_poll_at=next_poll_at)[0]
+
+
+def observe_many(
+    session: Session,
+    observations: Sequence[Observation],
+    *,
+    actor: str,
+    next_poll_at: datetime,
+) -> list[str]:
+    """Store observations once each (by event id) and apply them in the order given; returns
+    what became of each. A handful of statements for all of them, not a handful each."""
+    if not observations:
+        return []
+    shipment_ids = {o.carrier_shipment_id for o in observations}
+    # Lock every order concerned, in one statement, before storing anything: those the events'
+    # references name and those their shipments belong to. A booking being committed for such
+    # an order holds the same lock, so an event either waits for the booking and finds its
+    # shipment, or commits first and is seen by the booking's replay of unmatched events (which
+    # reads after taking the lock): neither transaction can miss the other.
+    named = {parse_order_reference(o.reference) for o in observations}
+    known = set(
+        session.scalars(
+            select(Shipment.order_id).where(Shipment.carrier_shipment_id.in_(shipment_ids))
+        )
+    )
+    locked = {i for i in named | known if i is not None}
+    chain.lock_heads(session, sorted(locked), whole_rows=True)
+    stored = insert_ignore_many(
         session,
         CarrierEvent,
-        {
-            "carrier": carrier,
-            "event_id": event_id,
-            "carrier_shipment_id": carrier_shipment_id,
-            "reference": reference,
-            "carrier_status": carrier_status,
-            "occurred_at": occurred_at,
-            "received_at": now(),
-            "source": source,
-            "outcome": "pending",
-        },
+        [
+            {
+                "carrier": o.carrier,
+                "event_id": o.event_id,
+                "carrier_shipment_id": o.carrier_shipment_id,
+                "reference": o.reference,
+                "carrier_status": o.carrier_status,
+                "occurred_at": o.occurred_at,
+                "received_at": now(),
+                "source": o.source,
+                "outcome": "pending",
+            }
+            for o in {o.event_id: o for o in reversed(observations)}.values()
+        ],
         "event_id",
     )
-    if not stored:
-        return "duplicate"
-    order_id = session.scalar(
-        select(Shipment.order_id).where(Shipment.carrier_shipment_id == carrier_shipment_id)
-    )
-    shipment = None
-    if order_id is not None:
-        service.lock(session, order_id)  # then read the shipment as it is now
-        shipment = session.scalar(
-            select(Shipment)
-            .where(Shipment.order_id == order_id)
-            .execution_options(populate_existing=True)
+    shipments = _shipments(session, shipment_ids) if stored else {}
+    late = {s.order_id for s in shipments.values()} - locked  # booked since we looked
+    if late:
+        chain.lock_heads(session, sorted(late), whole_rows=True)
+        shipments = _shipments(session, shipment_ids)
+    outcomes: list[str] = []
+    decided: dict[str, str] = {}
+    for o in observations:
+        if o.event_id not in stored or o.event_id in decided:
+            outcomes.append("duplicate")
+            continue
+        shipment = shipments.get(o.carrier_shipment_id)
+        if shipment is None:
+            outcome = "unmatched"  # booked, but our booking step has not committed yet: kept
+        else:
+            outcome = apply(
+                session,
+                shipment,
+                o.carrier_status,
+                actor=actor,
+                next_poll_at=next_poll_at,
+                details={
+                    "event_id": o.event_id,
+                    "source": o.source,
+                    "occurred_at": o.occurred_at.isoformat(),
+                },
+            )
+        decided[o.event_id] = outcome
+        outcomes.append(outcome)
+    if decided:
+        table = CarrierEvent.__table__
+        assert isinstance(table, Table)
+        session.connection().execute(
+            update(table)
+            .where(table.c.event_id == bindparam("b_event"))
+            .values(outcome=bindparam("b_outcome")),
+            [{"b_event": e, "b_outcome": outcome} for e, outcome in decided.items()],
         )
-    if shipment is None:
-        outcome = "unmatched"  # booked, but our booking step has not committed yet: kept
-    else:
-        outcome = apply(
-            session,
-            shipment,
-            carrier_status,
-            actor=actor,
-            next_poll_at=next_poll_at,
-            details={
-                "event_id": event_id,
-                "source": source,
-                "occurred_at": occurred_at.isoformat(),
-            },
-        )
-    session.execute(
-        update(CarrierEvent).where(CarrierEvent.event_id == event_id).values(outcome=outcome)
+    return outcomes
+
+
+def current_shipment(session: Session, order_id: int) -> Shipment | None:
+    """The order's shipment as it is now (call with the order locked)."""
+    session.flush()  # what this transaction changed in memory first: it is about to be re-read
+    return session.scalar(
+        select(Shipment)
+        .where(Shipment.order_id == order_id)
+        .execution_options(populate_existing=True)
     )
-    return outcome
+
+
+def _shipments(session: Session, shipment_ids: set[str]) -> dict[str, Shipment]:
+    """The shipments as they are now (their orders locked), by carrier shipment id."""
+    session.flush()  # what this transaction changed in memory first: it is about to be re-read
+    found = session.scalars(
+        select(Shipment)
+        .where(Shipment.carrier_shipment_id.in_(shipment_ids))
+        .execution_options(populate_existing=True)
+    )
+    return {s.carrier_shipment_id: s for s in found}
 
 
 def replay_unmatched(
@@ -165,7 +222,6 @@ def apply(
     shipment.carrier_status = carrier_status
     shipment.last_event_at = now()
     shipment.updated_at = now()
-    session.flush()
     advance_order(session, shipment.order_id, new, actor=actor, details=details)
     track_key = workflow.key(shipment.order_id, workflow.TRACK)
     if new in FINAL:
@@ -204,9 +260,9 @@ def advance_order(
         )
         workflow.notify(session, order_id, "shipped")
         current, moved = OrderStatus.SHIPPED, True
-        placed_at = session.scalar(select(Order.created_at).where(Order.id == order_id))
-        if placed_at is not None:
-            PLACED_TO_SHIPPED.observe((now() - placed_at).total_seconds())
+        order = session.get(Order, order_id)  # loaded with its lock
+        if order is not None:
+            PLACED_TO_SHIPPED.observe((now() - order.created_at).total_seconds())
     if target == OrderStatus.DELIVERED and current == OrderStatus.SHIPPED:
         if shipped_email_sent(session, order_id):
             service.move(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -294,6 +294,22 @@ def flush_deferred(session: Session, batch: deferred.Deferred) -> None:
             .values(status=TaskStatus.DONE, finished_at=now(), lease_owner=None, lease_until=None)
         )
         batch.finished.clear()
+    table = Task.__table__
+    assert isinstance(table, Table)
+    waiting = (table.c.key == bindparam("b_key")) & (table.c.status == TaskStatus.READY)
+    if batch.postponed:
+        session.connection().execute(
+            update(table).where(waiting).values(run_at=bindparam("b_run_at")),
+            [{"b_key": k, "b_run_at": at} for k, at in sorted(batch.postponed.items())],
+        )
+        batch.postponed.clear()
+    if batch.cancelled:
+        session.execute(
+            update(Task)
+            .where(Task.key.in_(sorted(batch.cancelled)), Task.status == TaskStatus.READY)
+            .values(status=TaskStatus.DONE, finished_at=now())
+        )
+        batch.cancelled.clear()
 
 
 def _first_failed(task: ClaimedTask, at: datetime) -> Any:
@@ -331,6 +347,10 @@ def postpone_ready(session: Session, key: str, run_at: datetime) -> None:
     if batch is not None and key in batch.new_tasks:  # queued by this batch, not yet written
         batch.new_tasks[key]["run_at"] = run_at
         return
+    if batch is not None:
+        if key not in batch.cancelled:
+            batch.postponed[key] = run_at
+        return
     session.execute(
         update(Task).where(Task.key == key, Task.status == TaskStatus.READY).values(run_at=run_at)
     )
@@ -341,6 +361,10 @@ def cancel_ready(session: Session, key: str) -> None:
     batch = deferred.current()
     if batch is not None and key in batch.new_tasks:  # queued by this batch, not yet written
         batch.new_tasks[key].update(status=TaskStatus.DONE, finished_at=now())
+        return
+    if batch is not None:
+        batch.postponed.pop(key, None)
+        batch.cancelled.add(key)
         return
     session.execute(
         update(Task)

@@ -14,6 +14,7 @@ from orderflow.backpressure import Gauge
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.orders.group_commit import GroupCommit
+from orderflow.shipping.webhook_commit import WebhookCommit
 
 
 @dataclass
@@ -23,6 +24,7 @@ class AppContext:
     mailbox: Any = None  # the demo's MailSink, whose messages the console shows
     pressure: Gauge = field(init=False)
     placement: GroupCommit = field(init=False)
+    webhooks: WebhookCommit = field(init=False)
 
     def __post_init__(self) -> None:
         self.pressure = Gauge(
@@ -31,6 +33,7 @@ class AppContext:
             self.settings.backpressure_shedding_seconds,
         )
         self.placement = GroupCommit(self.db, queue_limit=self.settings.placement_queue_limit)
+        self.webhooks = WebhookCommit(self.db, poll_seconds=self.settings.tracking_poll_seconds)
 
 
 class Unauthorized(Exception):

@@ -9,11 +9,8 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from orderflow.clock import after
 from orderflow.observability.metrics import WEBHOOKS
-from orderflow.orders import service
 from orderflow.shipping import signature, tracking
 from orderflow.shipping.bobs_post import CARRIER, parse_time
 from orderflow.web.context import Context
@@ -55,22 +52,17 @@ async def bobs_post_webhook(request: Request, ctx: Context) -> dict[str, Any] | 
     if event.type != "shipment.status_changed":
         return {"status": "ignored"}
 
-    def apply() -> str:
-        with ctx.db.transaction() as session, service.deferred_writes(session):
-            return tracking.observe(
-                session,
-                carrier=CARRIER,
-                event_id=event.event_id,
-                carrier_shipment_id=event.shipment_id,
-                reference=event.reference,
-                carrier_status=event.status,
-                occurred_at=occurred_at,
-                source="webhook",
-                actor="carrier:webhook",
-                next_poll_at=after(ctx.settings.tracking_poll_seconds),
-            )
-
-    outcome = await run_in_threadpool(apply)
+    outcome = await ctx.webhooks.submit(
+        tracking.Observation(
+            carrier=CARRIER,
+            event_id=event.event_id,
+            carrier_shipment_id=event.shipment_id,
+            reference=event.reference,
+            carrier_status=event.status,
+            occurred_at=occurred_at,
+            source="webhook",
+        )
+    )
     WEBHOOKS.labels(outcome).inc()
     log.info("webhook.received", event_id=event.event_id, status=event.status, outcome=outcome)
     return {"status": outcome}

@@ -92,7 +92,7 @@ async def place_order(request: Request) -> Response:
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise Invalid("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     ctx: AppContext = request.app.state.ctx
-    outcome = await ctx.placement.place(_request(body, actor, idempotency_key))
+    outcome = await ctx.placement.submit(_request(body, actor, idempotency_key))
     if isinstance(outcome, Refused):
         raise outcome.error
     return _json(outcome.view, 202, {"Location": f"/api/v1/orders/{outcome.order_id}"})
@@ -114,7 +114,7 @@ async def place_orders(request: Request) -> Response:
         requests.append(_request(order, actor, order.idempotency_key))
         positions.append(i)
     ctx: AppContext = request.app.state.ctx
-    outcomes = await ctx.placement.place_many(requests) if requests else []
+    outcomes = await ctx.placement.submit_many(requests) if requests else []
     for i, outcome in zip(positions, outcomes, strict=True):
         results[i] = _result(outcome)
     return _json({"results": results}, 200)
