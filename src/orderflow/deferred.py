@@ -36,6 +36,9 @@ class Deferred:
     finished: list[int] = field(default_factory=list)  # ids of tasks done
     postponed: dict[str, datetime] = field(default_factory=dict)  # waiting tasks' new due time
     cancelled: set[str] = field(default_factory=set)  # keys of waiting tasks no longer needed
+    # Rows loaded for the batch, referenced here because the session holds them only weakly
+    # (unreferenced, they would be dropped and read again by the next `session.get`).
+    loaded: list[Any] = field(default_factory=list)
 
 
 _current: ContextVar[Deferred | None] = ContextVar("orderflow_deferred", default=None)

@@ -148,6 +148,8 @@ def lock_heads(session: Session, order_ids: list[int], *, whole_rows: bool = Fal
             .with_for_update()
         ).all()
     if batch is not None:
+        if whole_rows:
+            batch.loaded.extend(rows)
         for row in rows:
             batch.heads[row.id] = deferred.Head(
                 row.audit_seq, row.status, row.audit_seq, row.audit_head or GENESIS

@@ -144,9 +144,10 @@ class Worker:
             return 0
         runs = [_Run(task) for task in claimed]
         with self.db.read() as session:
-            queries.preload(session, {r.task.order_id for r in runs if r.task.order_id})
+            loaded = queries.preload(session, {r.task.order_id for r in runs if r.task.order_id})
             for run in runs:
                 self._prepare(session, run)
+            del loaded
         list(self._pool.map(self._perform, [r for r in runs if r.work is not _NOTHING]))
         # One global lock order (by order id) for every worker's commit, so two batches that
         # touch the same orders queue behind each other instead of deadlocking.
