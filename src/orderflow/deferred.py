@@ -10,7 +10,7 @@ transaction holds, so nobody else can read or move them before the batch commits
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -39,6 +39,13 @@ class Deferred:
     # Rows loaded for the batch, referenced here because the session holds them only weakly
     # (unreferenced, they would be dropped and read again by the next `session.get`).
     loaded: list[Any] = field(default_factory=list)
+    # Work that reads the batch's state once for all its steps, run when it is written.
+    before_flush: dict[str, Callable[[], None]] = field(default_factory=dict)
+    booked: dict[str, Any] = field(default_factory=dict)  # shipments booked by the batch
+
+    def pop_booked(self) -> dict[str, Any]:
+        booked, self.booked = self.booked, {}
+        return booked
 
 
 _current: ContextVar[Deferred | None] = ContextVar("orderflow_deferred", default=None)

@@ -79,6 +79,8 @@ def deferred_writes(session: Session) -> Iterator[Callable[[], None]]:
     with deferred.deferring() as batch, session.no_autoflush:
 
         def flush() -> None:
+            while batch.before_flush:
+                batch.before_flush.popitem()[1]()
             session.flush()
             chain.flush_heads(session, batch)
             queue.flush_deferred(session, batch)

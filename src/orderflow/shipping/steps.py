@@ -115,7 +115,6 @@ class BookStep:
             status=ShipmentStatus.BOOKED,
         )
         session.add(shipment)
-        session.flush()
         details = {
             "carrier": CARRIER,
             "shipment_id": result.shipment_id,

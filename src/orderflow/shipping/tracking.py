@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from orderflow import deferred
 from orderflow.alerts import rules as alerts
 from orderflow.audit import chain
 from orderflow.clock import now
@@ -164,16 +165,30 @@ def _shipments(session: Session, shipment_ids: set[str]) -> dict[str, Shipment]:
 def replay_unmatched(
     session: Session, shipment: Shipment, *, actor: str, next_poll_at: datetime
 ) -> None:
-    """Apply observations that arrived before the booking was recorded."""
+    """Apply observations that arrived before the booking was recorded (its order locked).
+
+    In a deferred batch this happens once for all the batch's bookings, just before its rows
+    are written (one query, not one per booking); the orders stay locked until then."""
+    batch = deferred.current()
+    if batch is None:
+        _replay(session, {shipment.carrier_shipment_id: (shipment, actor, next_poll_at)})
+        return
+    batch.booked[shipment.carrier_shipment_id] = (shipment, actor, next_poll_at)
+    batch.before_flush["replay_unmatched"] = lambda: _replay(session, batch.pop_booked())
+
+
+def _replay(session: Session, booked: dict[str, tuple[Shipment, str, datetime]]) -> None:
+    """`booked`: by carrier shipment id, the shipment, the actor and the next poll."""
     events = session.scalars(
         select(CarrierEvent)
         .where(
-            CarrierEvent.carrier_shipment_id == shipment.carrier_shipment_id,
+            CarrierEvent.carrier_shipment_id.in_(sorted(booked)),
             CarrierEvent.outcome == "unmatched",
         )
         .order_by(CarrierEvent.occurred_at, CarrierEvent.id)
     ).all()
     for event in events:
+        shipment, actor, next_poll_at = booked[event.carrier_shipment_id]
         event.outcome = apply(
             session,
             shipment,
