@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from orderflow import logs
+from orderflow import logs, redaction
 from orderflow.audit.cli import audit_group, investigate
 from orderflow.bench.cli import bench
 from orderflow.chaos.cli import chaos
@@ -32,7 +32,7 @@ def _settings() -> Settings:
             else e["msg"]
             for e in exc.errors()
         )
-        raise click.ClickException(f"invalid configuration: {problems}") from None
+        raise click.ClickException(redaction.redact(f"invalid configuration: {problems}")) from None
 
 
 def _friendly(func: F) -> F:
@@ -48,9 +48,10 @@ def _friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (SchemaOutdated, MissingSetting) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(redaction.redact(str(exc))) from None
         except OperationalError as exc:
-            raise click.ClickException(f"cannot reach the database: {exc.orig}") from None
+            message = f"cannot reach the database: {exc.orig}"
+            raise click.ClickException(redaction.redact(message)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -60,6 +61,7 @@ def _friendly(func: F) -> F:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """orderflow: fault-tolerant order fulfilment."""
+    redaction.install()  # no secret in any log record or traceback, whatever the command
     # Operator commands open the database lazily, with the schema check of serve/worker.
     ctx.obj = {"open_db": _friendly(lambda: _open_database(_settings(), False, pool_size=2))}
 

@@ -19,10 +19,12 @@ from orderflow.db import Database
 def _settings() -> Settings:
     from pydantic import ValidationError
 
+    from orderflow.redaction import redact
+
     try:
         return Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration: {exc}") from None
+    except ValidationError as exc:  # no input values in it (hide_input_in_errors)
+        raise click.ClickException(redact(f"invalid configuration: {exc}")) from None
 
 
 @contextmanager
@@ -39,7 +41,9 @@ def _database(settings: Settings) -> Iterator[Database]:
     except (SchemaOutdated, NotFound) as exc:
         raise click.ClickException(str(exc)) from None
     except OperationalError as exc:
-        raise click.ClickException(f"cannot reach the database: {exc.orig}") from None
+        from orderflow.redaction import redact
+
+        raise click.ClickException(redact(f"cannot reach the database: {exc.orig}")) from None
     finally:
         db.dispose()
 
