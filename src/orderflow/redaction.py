@@ -102,8 +102,14 @@ def redact(text: str) -> str:
 
 
 def masked_url(url: str) -> str:
-    """A URL fit for an error message: its password blanked (and any remembered secret)."""
-    return redact(url)
+    """A URL fit for an error message: whatever comes before its host's `@` (user and
+    password) blanked, even when the URL is too malformed to parse; other secrets too."""
+    text = redact(url)
+    if "@" in text:
+        head, _, host = text.rpartition("@")
+        scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
+        text = f"{scheme}{MASK}@{host}"
+    return text
 
 
 def redact_value(value: Any) -> Any:
