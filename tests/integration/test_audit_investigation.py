@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from orderflow.audit import anchors, bundle, signing
@@ -182,3 +183,35 @@ def test_the_offline_verifier_checks_the_anchor_signature_with_the_public_key(
         failed = _verify_offline(copy, offline, "--public-key", public.name)
         assert failed.returncode == 1, failed.stdout + failed.stderr
         assert expected in failed.stdout
+
+
+def test_the_worker_signs_its_anchors(database_url: str, tmp_path: Path) -> None:
+    """With ORDERFLOW_AUDIT_ANCHOR_KEY_FILE the worker's periodic anchors are signed by it;
+    an unreadable key stops the worker from being built, with the setting named."""
+    from sqlalchemy import select
+
+    from orderflow.audit.models import AuditAnchor
+    from orderflow.wiring import MissingSetting, build_steps
+    from tests.support.stack import start_stack
+
+    private, _, key_id = signing.keygen(tmp_path / "keys")
+    with start_stack(
+        database_url, audit_anchor_key_file=private, audit_anchor_seconds=0.2
+    ) as stack:
+        stack.product("WIDGET", stock=5)
+        order = stack.place(stack.customer(), [("WIDGET", 1)])
+        stack.work_until_status(order["id"], "delivered")
+
+        def signed() -> list[AuditAnchor]:
+            with stack.db.read() as session:
+                return list(session.scalars(select(AuditAnchor)))
+
+        stack.work_until(lambda: len(signed()) >= 2)
+        assert {(a.key_id, bool(a.signature)) for a in signed()} == {(key_id, True)}
+        with stack.db.read() as session:
+            assert (
+                anchors.verify_anchors(session, None, signing.load_signer(private).public_key) == []
+            )
+        broken = stack.settings.model_copy(update={"audit_anchor_key_file": tmp_path / "none"})
+        with pytest.raises(MissingSetting, match="ORDERFLOW_AUDIT_ANCHOR_KEY_FILE"):
+            build_steps(broken, stack.adapters, stack.db)
