@@ -24,7 +24,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -200,8 +200,3 @@ def install() -> None:
     logging.setLogRecordFactory(factory)
     sys.excepthook = _excepthook
     threading.excepthook = _thread_excepthook
-
-
-def secrets_in(text: str, candidates: Iterable[str]) -> list[str]:
-    """Which of `candidates` occur in `text` (for checks and tests)."""
-    return [c for c in candidates if c and c in text]

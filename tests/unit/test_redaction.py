@@ -37,11 +37,11 @@ def test_configured_secrets_and_url_passwords_are_blanked() -> None:
     text = (
         f"token {values['admin_token']} key {values['paydesk_api_key']} "
         f"POST /services/T0/B0/{values['slack_tail']} {settings.smtp_url} "
-        "amqp://guest:unconfigured-pw@mq:5672/"
+        "amqp://relay:unconfigured-pw@mq:5672/"
     )
     out = redaction.redact(text)
     assert [v for v in values.values() if v in out] == []
-    assert "unconfigured-pw" not in out and "amqp://guest:[REDACTED]@mq" in out
+    assert "unconfigured-pw" not in out and "amqp://relay:[REDACTED]@mq" in out
 
 
 def test_a_library_log_record_and_its_traceback_are_redacted() -> None:
