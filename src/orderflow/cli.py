@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from orderflow import logs
+from orderflow import logs, redaction
 from orderflow.audit.cli import audit_group, investigate
 from orderflow.bench.cli import bench
 from orderflow.chaos.cli import chaos
@@ -32,7 +32,7 @@ def _settings() -> Settings:
             else e["msg"]
             for e in exc.errors()
         )
-        raise click.ClickException(f"invalid configuration: {problems}") from None
+        raise click.ClickException(redaction.redact(f"invalid configuration: {problems}")) from None
 
 
 def _friendly(func: F) -> F:
@@ -48,9 +48,10 @@ def _friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (SchemaOutdated, MissingSetting) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(redaction.redact(str(exc))) from None
         except OperationalError as exc:
-            raise click.ClickException(f"cannot reach the database: {exc.orig}") from None
+            message = f"cannot reach the database: {exc.orig}"
+            raise click.ClickException(redaction.redact(message)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -60,6 +61,7 @@ def _friendly(func: F) -> F:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """orderflow: fault-tolerant order fulfilment."""
+    redaction.install()  # no secret in any log record or traceback, whatever the command
     # Operator commands open the database lazily, with the schema check of serve/worker.
     ctx.obj = {"open_db": _friendly(lambda: _open_database(_settings(), False, pool_size=2))}
 
@@ -94,7 +96,9 @@ def migrate(new_revision: str | None) -> None:
     click.echo(f"schema: {before or 'empty'} -> {head_revision()}")
 
 
-def _open_database(settings: Settings, migrate_first: bool, pool_size: int = 10) -> Any:
+def _open_database(
+    settings: Settings, migrate_first: bool, pool_size: int = 10, *, service: bool = False
+) -> Any:
     from orderflow.db import Database
     from orderflow.migrate import require_current, upgrade
 
@@ -102,6 +106,19 @@ def _open_database(settings: Settings, migrate_first: bool, pool_size: int = 10)
     if migrate_first:
         upgrade(db.engine)
     require_current(db.engine)
+    if service:
+        from orderflow.privileges import runs_as_owner
+
+        owner = runs_as_owner(db.engine)
+        if owner is not None:
+            import structlog
+
+            structlog.get_logger("orderflow.db").warning(
+                "db.runs_as_owner",
+                role=owner,
+                risk="the service owns its tables: it could TRUNCATE or DROP the history",
+                fix="orderflow db grant --role orderflow_app (see docs/security.md)",
+            )
     return db
 
 
@@ -132,7 +149,7 @@ def serve(host: str, port: int, migrate_first: bool, workers: int) -> None:
         raise click.ClickException(
             "ORDERFLOW_BOBS_POST_WEBHOOK_SECRET must be set: carrier webhooks are verified with it"
         )
-    _open_database(settings, migrate_first, pool_size=0).dispose()  # migrate/check once, here
+    _open_database(settings, migrate_first, pool_size=0, service=True).dispose()  # once, here
     if workers > 1:
         if port == 0:
             raise click.ClickException("--workers needs a fixed --port")
@@ -156,7 +173,7 @@ def worker(migrate_first: bool, name: str | None, metrics_port: int | None) -> N
 
     logs.configure(json=True)
     settings = _settings()
-    db = _open_database(settings, migrate_first, pool_size=4)
+    db = _open_database(settings, migrate_first, pool_size=4, service=True)
     adapters = build_adapters(settings)
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -229,6 +246,57 @@ def demo(host: str, port: int, progress_seconds: float) -> None:
 
     logs.configure(json=False, level="WARNING")
     demo_mode.run(_settings(), host=host, port=port, progress_seconds=progress_seconds)
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database roles: least privilege for the service (PostgreSQL)."""
+
+
+@db_group.command("grant")
+@click.option("--role", required=True, help="the service's role, e.g. orderflow_app")
+@click.option(
+    "--password-env",
+    metavar="VAR",
+    default=None,
+    help="set the role's password from this environment variable (never on the command line)",
+)
+@click.option("--create/--no-create", default=True, show_default=True, help="create the role")
+@click.option("--sql", "print_sql", is_flag=True, help="print the statements, run nothing")
+@_friendly
+def db_grant(role: str, password_env: str | None, create: bool, print_sql: bool) -> None:
+    """Give ROLE exactly what serve, worker and intake need; run as the tables' owner.
+
+    Read and write the working tables, append to the history (no UPDATE, DELETE or
+    TRUNCATE), no DDL. Run it again after every `orderflow migrate`."""
+    import os
+
+    from orderflow.db import Database
+    from orderflow.privileges import PrivilegeError, grant, plan
+
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise click.ClickException(f"{password_env} is not set")
+        redaction.remember(password)
+    db = Database(_settings().database_url, pool_size=0)
+    try:
+        if print_sql:
+            with db.engine.connect() as connection:
+                statements = plan(connection, role, password=None, create=create).statements
+            click.echo(";\n".join(statements) + ";")
+            return
+        done = grant(db.engine, role, password=password, create=create)
+    except PrivilegeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        db.dispose()
+    click.echo(
+        f"role {done.role}: reads and writes the working tables, appends to the history "
+        f"(no UPDATE, DELETE or TRUNCATE), no DDL ({len(done.statements)} statements); "
+        f"run serve, worker and intake as {done.role}, migrations as the owner"
+    )
 
 
 @main.group()

@@ -6,13 +6,38 @@ Built by entry points (CLI commands, test fixtures), never at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orderflow import redaction
+
+
+def _check_url(value: str, schemes: tuple[str, ...], *, whole_secret: bool) -> str:
+    """A clear error for a malformed URL setting, never quoting its password (or, for a URL
+    that is a secret as a whole, such as a webhook URL, anything of it)."""
+    shown = "" if whole_secret else f" (got {redaction.masked_url(value)})"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is no number or out of range)
+    except ValueError as exc:
+        reason = str(exc).replace(value, "…")
+        raise ValueError(f"not a valid URL: {reason}{shown}") from None
+    if parts.scheme not in schemes:
+        expected = " or ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"must start with {expected}{shown}")
+    if not parts.hostname:
+        raise ValueError(f"names no host{shown}")
+    return value
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORDERFLOW_", env_file=".env", extra="ignore")
+    # `hide_input_in_errors`: a rejected value (a URL with its password, a token) is never
+    # quoted in a validation error.
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERFLOW_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///./orderflow.db"
     admin_token: str | None = None
@@ -75,6 +100,11 @@ class Settings(BaseSettings):
     audit_anchor_seconds: float = Field(3600.0, gt=0)
     audit_archive_dir: Path | None = None
     audit_archive_after_days: float = Field(365.0, gt=0)
+    # Anchors are signed (Ed25519) with this private key, kept outside the database (`orderflow
+    # audit keygen` writes a pair); verification needs only the public key, which is derived
+    # from the private key when only that is configured. Neither set: anchors are unsigned.
+    audit_anchor_key_file: Path | None = None
+    audit_anchor_public_key_file: Path | None = None
 
     attempt_retention_days: float = Field(90.0, gt=0)  # see `orderflow attempts export`
 
@@ -100,6 +130,78 @@ class Settings(BaseSettings):
     intake_group_size: int = Field(500, ge=1, le=10000)
     intake_group_seconds: float = Field(0.1, ge=0)
     intake_transaction_seconds: float = Field(0.5, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value).port  # noqa: B018
+        except (ArgumentError, ValueError):
+            shown = redaction.masked_url(value)
+            raise ValueError(f"not a database URL (got {shown})") from None
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, ("smtp", "smtps"), whole_secret=False)
+
+    @field_validator("broker_url", "intake_url")
+    @classmethod
+    def _amqp_url_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, ("amqp", "amqps"), whole_secret=False)
+
+    @field_validator("bobs_post_url", "paydesk_url")
+    @classmethod
+    def _api_url_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, ("http", "https"), whole_secret=False)
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _webhook_url_parses(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        return _check_url(value, ("http", "https"), whole_secret=True)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret: what must never appear in a log, an error or an answer."""
+        found: list[str] = [
+            v
+            for v in (
+                self.admin_token,
+                self.bobs_post_api_key,
+                self.bobs_post_webhook_secret,
+                self.paydesk_api_key,
+            )
+            if v
+        ]
+        for url in (
+            self.database_url,
+            self.smtp_url,
+            self.broker_url,
+            self.intake_url,
+            self.bobs_post_url,
+            self.paydesk_url,
+        ):
+            found += redaction.url_secrets(url)
+        found += redaction.webhook_url_secrets(self.slack_webhook_url)
+        return found
+
+    @model_validator(mode="after")
+    def _remember_secrets(self) -> Settings:
+        # Whoever builds Settings (an entry point, a test) makes their secrets redacted in
+        # every log line, error and piece of evidence this process writes from now on.
+        redaction.remember(*self.secret_values())
+        return self
 
     @property
     def intake_broker_url(self) -> str | None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from orderflow.alerts.rules import Thresholds, evaluate
 from orderflow.alerts.slack import SlackClient
 from orderflow.alerts.steps import EmailAlertStep, SlackAlertStep
+from orderflow.audit import signing
 from orderflow.audit.anchors import anchor_if_due
 from orderflow.backpressure import Gauge
 from orderflow.config import Settings
@@ -101,6 +102,10 @@ def build_steps(settings: Settings, adapters: Adapters, db: Database) -> dict[st
 def periodic_jobs(settings: Settings, db: Database) -> list[Periodic]:
     """Cluster-wide periodic jobs: alert check, audit anchoring, outbox relay, auto-redrive."""
     thresholds = alert_thresholds(settings)
+    try:  # read once, at start: a missing or unreadable key stops the worker with one line
+        signer = signing.signer_for(settings.audit_anchor_key_file)
+    except signing.AnchorKeyError as exc:
+        raise MissingSetting(f"ORDERFLOW_AUDIT_ANCHOR_KEY_FILE: {exc}") from None
     jobs = [
         Periodic(
             "alert_check",
@@ -111,7 +116,7 @@ def periodic_jobs(settings: Settings, db: Database) -> list[Periodic]:
             "audit_anchor",
             settings.audit_anchor_seconds,
             outside=lambda: anchor_if_due(
-                db, settings.audit_anchor_dir, settings.audit_anchor_seconds
+                db, settings.audit_anchor_dir, settings.audit_anchor_seconds, signer
             ),
         ),
     ]

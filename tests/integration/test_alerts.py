@@ -153,3 +153,16 @@ def test_without_slack_or_logistics_addresses_alerts_are_logged_not_lost(stack: 
 
     stack.work_until(delivered)
     assert stack.api.get("/dead-letters", params={"step": "alert_slack"}).json()["total"] == 0
+
+
+def test_outside_text_in_a_slack_alert_is_escaped(alert_stack: Stack, slack: SlackReceiver) -> None:
+    """A customer's text quoted in a dead-letter alert cannot ping the channel or hide a link."""
+    stack = alert_stack
+    stack.product("WIDGET", stock=10)
+    hostile = "<!channel> <https://evil.example|reset your password> & co"
+    stack.place(stack.customer(payment_method=hostile), [("WIDGET", 1)])
+    stack.work_until(lambda: bool(slack.received("dead letter")))
+    [told] = slack.received("dead letter")
+    assert "&lt;!channel&gt; &lt;https://evil.example|reset your password&gt; &amp; co" in told
+    assert "<!channel>" not in told and "<https://" not in told
+    assert "<" not in told and ">" not in told

@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import Connection, delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from orderflow.audit import anchors, archive, chain
-from orderflow.audit.models import AuditAnchor, AuditEntry
-from orderflow.audit.verify_bundle import check_chain
+from orderflow.audit import anchors, archive, chain, signing
+from orderflow.audit.chain import iso
+from orderflow.audit.models import AuditAnchor, AuditAnchorHead, AuditEntry
+from orderflow.audit.verify_bundle import anchor_hash, check_chain
 from orderflow.catalog import service as catalog
 from orderflow.catalog.models import Product
 from orderflow.db import Database
@@ -291,3 +292,167 @@ def test_cli_anchors_and_verifies_everything(db: Database, tmp_path: Path) -> No
     failed = runner.invoke(main, ["audit", "verify"], env=env)
     assert failed.exit_code == 1
     assert "[altered] entry 2 (test.step2) was altered after it was written" in failed.output
+
+
+# --- signed anchors ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> signing.Signer:
+    private, _, _ = signing.keygen(tmp_path / "keys")
+    return signing.load_signer(private)
+
+
+def forge_anchor(db: Database, moved: anchors.Heads, *, copy_signature: bool = True) -> int:
+    """What someone with write access to the database (but not the key) can do: a new anchor
+    over the heads they want, hash recomputed and chained to the latest; the latest anchor's
+    signature and key id copied onto it (or none)."""
+    with db.read() as session:
+        previous = anchors.latest(session)
+        assert previous is not None
+        heads = {**anchors.anchored_heads(session), **moved}
+        fields: dict[str, Any] = {
+            "id": previous.id + 1,
+            "at": iso(previous.at + timedelta(seconds=1)),
+            "orders": len(heads),
+            "root": anchors.root_of(heads),
+            "prev_hash": previous.hash,
+        }
+        signature, key = previous.signature, previous.key_id
+    with db.engine.begin() as conn:  # INSERT is all it takes: the triggers refuse only changes
+        conn.execute(
+            insert(AuditAnchor).values(
+                id=fields["id"],
+                at=previous.at + timedelta(seconds=1),
+                orders=fields["orders"],
+                root=fields["root"],
+                prev_hash=fields["prev_hash"],
+                hash=anchor_hash(fields),
+                signature=signature if copy_signature else None,
+                key_id=key if copy_signature else None,
+            )
+        )
+        for oid, (seq, digest) in moved.items():
+            conn.execute(
+                insert(AuditAnchorHead).values(
+                    order_id=oid, anchor_id=fields["id"], seq=seq, hash=digest
+                )
+            )
+    return int(fields["id"])
+
+
+def test_a_signed_anchor_verifies_and_forged_ones_are_found(
+    db: Database, signer: signing.Signer
+) -> None:
+    """A genuine signed anchor passes; forged ones (hash recomputed, a copied signature or
+    none) are found by their signatures, and anchoring refuses to build on them."""
+    order_id = order_with_history(db, 3)
+    made = anchors.anchor_now(db, None, signer)
+    assert made.anchor["key_id"] == signer.key_id and made.anchor["signature"]
+    with db.read() as session:
+        assert anchors.verify_anchors(session, None, signer.public_key) == []
+        assert chain.verify_order(session, order_id, signer.public_key).ok
+    with db.read() as session:
+        head = anchors.current_heads(session)[order_id]
+    copied = forge_anchor(db, {order_id: head})
+    unsigned = forge_anchor(db, {order_id: head}, copy_signature=False)
+    with db.read() as session:
+        assert anchors.verify_anchors(session, None) == []  # without the key: undetectable
+        problems = [p.message for p in anchors.verify_anchors(session, None, signer.public_key)]
+    assert problems == [
+        f"anchor #{copied}'s signature does not verify: the anchor was forged or altered",
+        f"anchor #{unsigned} is not signed although anchor #1 before it is: it was forged",
+    ]
+    with pytest.raises(anchors.AnchorRefused, match="signature"):
+        anchors.anchor_now(db, None, signer)
+
+
+def test_a_rewrite_covered_by_a_forged_anchor_is_caught_by_the_signatures(
+    db: Database, signer: signing.Signer
+) -> None:
+    """History rewritten after the last genuine anchor and covered by a forged anchor over the
+    new head: unsigned anchors let it pass; with signatures the forgery and the rewrite show."""
+    order_id = order_with_history(db)
+    anchors.anchor_now(db, None, signer)
+    with tampering(db) as conn:  # entry 5 says something else now; 5 and 6 re-hashed
+        prev = entry(conn, order_id, 4).hash
+        for seq in (5, 6):
+            e = entry(conn, order_id, seq)
+            details = {"n": 500} if seq == 5 else e.details
+            digest = chain.entry_hash(
+                order_id=order_id,
+                seq=seq,
+                at=e.at,
+                actor=e.actor,
+                action=e.action,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                details=details,
+                prev_hash=prev,
+            )
+            conn.execute(
+                update(AuditEntry)
+                .where(AuditEntry.id == e.id)
+                .values(details=details, prev_hash=prev, hash=digest)
+            )
+            prev = digest
+        conn.execute(update(Order).where(Order.id == order_id).values(audit_head=prev))
+    assert "anchor" in kinds(verdict(db, order_id))  # anchor #1 still tells, so far
+    forged = forge_anchor(db, {order_id: (6, prev)})
+
+    # Unsigned (the old way): the forged anchor blesses the rewrite; nothing is found.
+    assert verdict(db, order_id).ok
+    with db.read() as session:
+        assert anchors.verify_anchors(session, None) == []
+        signed_check = chain.verify_order(session, order_id, signer.public_key)
+        anchor_problems = anchors.verify_anchors(session, None, signer.public_key)
+    assert not signed_check.ok and signed_check.anchor_id == 1
+    assert signed_check.problems[0] == (
+        f"anchor #{forged}'s signature does not verify: the anchor was forged or altered "
+        "(it covers this order)"
+    )
+    assert signed_check.problems[1].startswith("entry 6 is not the one anchor #1 of ")
+    assert [p.kind for p in anchor_problems] == ["signature"]
+
+
+def test_cli_keygen_signed_anchors_and_unsigned_ones_before_them(
+    db: Database, tmp_path: Path
+) -> None:
+    """Unsigned anchors (no key: the demo) are reported, not failed; `audit keygen` makes a
+    pair, `audit anchor` signs with it, `audit verify` checks with the public key alone."""
+    from click.testing import CliRunner
+
+    from orderflow.cli import main
+
+    order_with_history(db, 3)
+    runner = CliRunner()
+    plain = {"ORDERFLOW_DATABASE_URL": db.url}
+    assert runner.invoke(main, ["audit", "anchor"], env=plain).exit_code == 0
+    unsigned = runner.invoke(main, ["audit", "verify"], env=plain)
+    assert unsigned.exit_code == 0, unsigned.output
+    assert "anchors: 1 anchor(s) UNSIGNED (no anchor key configured)" in unsigned.output
+
+    made = runner.invoke(main, ["audit", "keygen", "--out", str(tmp_path / "keys")])
+    assert made.exit_code == 0, made.output
+    private, public = (
+        tmp_path / "keys" / "anchor-signing.key",
+        tmp_path / "keys" / "anchor-signing.pub",
+    )
+    assert private.stat().st_mode & 0o077 == 0
+    key_id = signing.load_signer(private).key_id
+    with_key = {**plain, "ORDERFLOW_AUDIT_ANCHOR_KEY_FILE": str(private)}
+    anchored = runner.invoke(main, ["audit", "anchor"], env=with_key)
+    assert anchored.exit_code == 0, anchored.output
+    assert f"signed by key {key_id}" in anchored.output
+    verifier = {**plain, "ORDERFLOW_AUDIT_ANCHOR_PUBLIC_KEY_FILE": str(public)}
+    ok = runner.invoke(main, ["audit", "verify"], env=verifier)
+    assert ok.exit_code == 0, ok.output
+    assert f"1 anchor(s) signed by key {key_id}, 1 unsigned from before signing began" in ok.output
+
+    with db.read() as session:
+        forge_anchor(db, dict(anchors.current_heads(session)))
+    forged = runner.invoke(main, ["audit", "verify", "--public-key", str(public)], env=plain)
+    assert forged.exit_code == 1
+    assert "[signature] anchor #3's signature does not verify" in forged.output
+    refused = runner.invoke(main, ["audit", "anchor"], env=with_key)
+    assert refused.exit_code == 1 and "not anchoring on top of anchors" in refused.output

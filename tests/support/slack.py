@@ -11,16 +11,26 @@ from orderflow.serving import BackgroundServer
 
 
 class SlackReceiver:
-    def __init__(self) -> None:
+    """`down`: answers 503; `failing_status` (e.g. 500): answers that to every post, which it
+    counts in `refused`. `path`: where it listens (Slack's carry a secret token)."""
+
+    def __init__(self, path: str = "/hook") -> None:
         self.messages: list[str] = []
         self.down = False
+        self.failing_status: int | None = None
+        self.refused = 0
+        self.path = path
         self._lock = threading.Lock()
         app = FastAPI()
 
-        @app.post("/hook")
+        @app.post(path)
         async def hook(request: Request) -> Response:
             if self.down:
                 return Response("service unavailable", status_code=503)
+            if self.failing_status is not None:
+                with self._lock:
+                    self.refused += 1
+                return Response("internal error", status_code=self.failing_status)
             body: dict[str, Any] = await request.json()
             with self._lock:
                 self.messages.append(str(body["text"]))
@@ -30,7 +40,7 @@ class SlackReceiver:
 
     @property
     def url(self) -> str:
-        return f"{self.server.url}/hook"
+        return f"{self.server.url}{self.path}"
 
     def received(self, containing: str = "") -> list[str]:
         with self._lock:

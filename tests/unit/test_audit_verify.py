@@ -106,3 +106,33 @@ def test_timeline_sentences() -> None:
     assert row["line"] == "10:02:12 payment of £25.99 succeeded (Paydesk pay_1)"
     e.update(action="order.held", actor="admin:api", to="held", details={"reason": "fraud"})
     assert timeline.describe(e) == "order held by admin:api (None → held): fraud"
+
+
+def test_the_standalone_ed25519_agrees_with_cryptography() -> None:
+    """The verifier's pure-Python Ed25519 accepts RFC 8032's vector and `cryptography`'s
+    signatures, and refuses any changed bit of message, signature or key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from orderflow.audit.verify_bundle import ed25519_verify, ed25519_verify_pure
+
+    rfc_key = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    rfc_sig = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
+        "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    assert ed25519_verify_pure(rfc_key, b"", rfc_sig)
+    for n in range(3):
+        key = Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        message = f"orderflow-anchor/1:{n:064x}".encode()
+        signature = key.sign(message)
+        assert ed25519_verify_pure(public, message, signature)
+        assert ed25519_verify(public, message, signature)
+        flipped = bytes([signature[0] ^ 1]) + signature[1:]
+        for args in (
+            (public, message + b"x", signature),
+            (public, message, flipped),
+            (rfc_key, message, signature),
+        ):
+            assert not ed25519_verify_pure(*args) and not ed25519_verify(*args)

@@ -1,4 +1,11 @@
-"""Slack incoming webhooks: POST {"text": …}; classified like every other outside call."""
+"""Slack incoming webhooks: POST {"text": …}; classified like every other outside call.
+
+Slack reads `<…>` in a message as a control sequence (`<!channel>` pings everyone,
+`<https://x|label>` is a link labelled as anything) and `&` as the start of an entity, so
+every piece of text we did not write ourselves (an outside service's error, a customer's
+payment method or address in a refusal, a queue message's SKU) goes through `escape`: per
+Slack's message formatting rules, `&`, `<` and `>` become `&amp;`, `&lt;` and `&gt;`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,11 @@ import httpx
 from orderflow.http import raise_for_status, transport_errors
 
 API = "Slack"
+
+
+def escape(text: str) -> str:
+    """Text shown as written in a Slack message: no mentions, links or entities of its own."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class SlackClient:

@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from orderflow.alerts import incidents
-from orderflow.alerts.slack import SlackClient
+from orderflow.alerts.slack import SlackClient, escape
 from orderflow.notifications.mailer import Mailer
 from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
@@ -36,7 +36,9 @@ class SlackAlertStep:
         return dict(task.payload)
 
     def perform(self, alert: dict[str, Any], mark: Callable[[], None] | None = None) -> None:
-        text = f"{EMOJI.get(alert['event'], '')} *{alert['title']}*\n{alert['text']}".strip()
+        # Titles and texts quote errors, causes and data from outside: escaped, all of it.
+        title, body = escape(alert["title"]), escape(alert["text"])
+        text = f"{EMOJI.get(alert['event'], '')} *{title}*\n{body}".strip()
         if self.slack is None:
             log.warning(
                 "alert.unsent",

@@ -11,6 +11,15 @@ cannot reach it (ship that file on: object storage with retention lock, an e-mai
 Anchoring refuses to move an order's anchored head backwards or sideways: a chain truncated after
 an anchor stays detected, whatever is anchored later.
 
+With a signing key (ORDERFLOW_AUDIT_ANCHOR_KEY_FILE, see `orderflow.audit.signing`) every anchor
+is signed (Ed25519 over its hash). Someone who can write the database can recompute hashes, so
+without signatures they could cover a rewritten history with an anchor of their own; they cannot
+sign one. Verification with the public key reports an anchor whose signature does not verify,
+one signed by another key, and an unsigned anchor after a signed one; an order is checked
+against its latest validly signed anchor. Anchoring refuses to build on an anchor that fails
+those checks (the periodic job becomes a dead letter: people must look). Without a key anchors
+are unsigned, and verification says so without failing.
+
 Run `orderflow audit anchor` from cron, or call `anchor_if_due` from a worker loop.
 """
 
@@ -28,10 +37,13 @@ from sqlalchemy.orm import Session
 
 from orderflow.audit.chain import iso
 from orderflow.audit.models import AuditAnchor, AuditAnchorHead, AuditEntry
+from orderflow.audit.signing import Signer, public_pem
 from orderflow.audit.verify_bundle import (
     GENESIS,
     Problem,
     anchor_hash,
+    check_signature,
+    key_id,
     merkle_leaf,
     merkle_proof,
     merkle_root,
@@ -53,7 +65,13 @@ def record(a: AuditAnchor) -> dict[str, Any]:
         "root": a.root,
         "prev_hash": a.prev_hash,
         "hash": a.hash,
+        "signature": a.signature,
+        "key_id": a.key_id,
     }
+
+
+class AnchorRefused(Exception):
+    """The anchor chain fails its signature checks: building on it would bless a forgery."""
 
 
 def latest(session: Session) -> AuditAnchor | None:
@@ -91,8 +109,16 @@ class Anchored:
     refused: list[Problem] = field(default_factory=list)  # heads that went back: not anchored
 
 
-def anchor(session: Session) -> Anchored:
-    """Anchor every chain head now (in the caller's transaction; export after commit)."""
+def anchor(session: Session, signer: Signer | None = None) -> Anchored:
+    """Anchor every chain head now (in the caller's transaction; export after commit);
+    signed when a signer is given, which first checks the signatures of the chain so far."""
+    if signer is not None:
+        forged = signature_problems(session, signer.public_key)
+        if forged:
+            raise AnchorRefused(
+                "not anchoring on top of anchors that fail their signature check: "
+                + "; ".join(p.message for p in forged)
+            )
     previous = latest(session)
     old = anchored_heads(session)
     current = current_heads(session)
@@ -130,6 +156,8 @@ def anchor(session: Session) -> Anchored:
         root=fields["root"],
         prev_hash=fields["prev_hash"],
         hash=digest,
+        signature=signer.sign(digest) if signer is not None else None,
+        key_id=signer.key_id if signer is not None else None,
     )
     session.add(row)
     session.flush()
@@ -138,9 +166,7 @@ def anchor(session: Session) -> Anchored:
         for oid, (seq, h) in moved.items()
     )
     session.flush()
-    return Anchored(
-        anchor={**fields, "hash": digest}, moved=len(moved), refused=[p for _, p in refused]
-    )
+    return Anchored(anchor=record(row), moved=len(moved), refused=[p for _, p in refused])
 
 
 def _rewritten_since_anchored(
@@ -168,25 +194,60 @@ def _rewritten_since_anchored(
 
 def anchored_head(session: Session, order_id: int) -> dict[str, Any] | None:
     """The order's latest anchored head and its anchor (no Merkle proof: see `proof_for`)."""
-    row = session.execute(
+    found, _ = trusted_anchored_head(session, order_id, None)
+    return found
+
+
+def trusted_anchored_head(
+    session: Session, order_id: int, public_key: bytes | None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The order's latest anchored head under an anchor `public_key` signed (any anchor when
+    no key is given), and a problem for each later anchor of the order passed over (forged)."""
+    rows = session.execute(
         select(AuditAnchorHead, AuditAnchor)
         .join(AuditAnchor, AuditAnchor.id == AuditAnchorHead.anchor_id)
         .where(AuditAnchorHead.order_id == order_id)
         .order_by(AuditAnchorHead.anchor_id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    head, anchor_row = row
-    return {
-        "anchor": record(anchor_row),
-        "leaf": {"order_id": order_id, "seq": head.seq, "hash": head.hash},
-    }
+    )
+    passed_over: list[Problem] = []
+    for head, anchor_row in rows:
+        rec = record(anchor_row)
+        problem = None if public_key is None else check_signature(rec, public_key)
+        from_before_signing = (
+            problem is not None
+            and problem.kind == "unsigned"
+            and not _signed_before(session, anchor_row.id, public_key)
+        )
+        if problem is not None and not from_before_signing:
+            passed_over.append(
+                Problem(problem.kind, None, f"{problem.message} (it covers this order)")
+            )
+            continue
+        leaf = {"order_id": order_id, "seq": head.seq, "hash": head.hash}
+        return {"anchor": rec, "leaf": leaf}, passed_over
+    return None, passed_over
 
 
-def proof_for(session: Session, order_id: int) -> dict[str, Any] | None:
-    """The latest anchor, the order's leaf under it, and the Merkle proof (for bundles)."""
+def _signed_before(session: Session, anchor_id: int, public_key: bytes | None) -> bool:
+    """Whether an anchor before `anchor_id` is validly signed by `public_key`."""
+    if public_key is None:
+        return False
+    rows = session.scalars(
+        select(AuditAnchor)
+        .where(AuditAnchor.id < anchor_id, AuditAnchor.signature.is_not(None))
+        .order_by(AuditAnchor.id)
+    )
+    return any(check_signature(record(a), public_key) is None for a in rows)
+
+
+def proof_for(
+    session: Session, order_id: int, public_key: bytes | None = None
+) -> dict[str, Any] | None:
+    """The latest anchor, the order's leaf under it, and the Merkle proof (for bundles); with
+    `public_key`, the latest anchor it validly signed, carrying the public key."""
     last = latest(session)
+    if public_key is not None:
+        last = latest_trusted(session, public_key)
     if last is None:
         return None
     heads = anchored_heads(session, last.id)
@@ -195,11 +256,28 @@ def proof_for(session: Session, order_id: int) -> dict[str, Any] | None:
     ordered = sorted(heads)
     leaves = [merkle_leaf(oid, *heads[oid]) for oid in ordered]
     seq, digest = heads[order_id]
-    return {
+    proof = {
         "anchor": record(last),
         "leaf": {"order_id": order_id, "seq": seq, "hash": digest},
         "proof": merkle_proof(leaves, ordered.index(order_id)),
     }
+    if public_key is not None:
+        proof["public_key"] = public_pem(public_key)
+    return proof
+
+
+def latest_trusted(session: Session, public_key: bytes) -> AuditAnchor | None:
+    """The latest anchor validly signed by `public_key`, else the latest unsigned one made
+    before any signed anchor (an unsigned history, from before signing began)."""
+    rows = session.scalars(select(AuditAnchor).order_by(AuditAnchor.id.desc()))
+    fallback: AuditAnchor | None = None
+    for a in rows:
+        problem = check_signature(record(a), public_key)
+        if problem is None:
+            return a
+        if problem.kind == "unsigned" and fallback is None:
+            fallback = a
+    return fallback
 
 
 # --- outside the database ------------------------------------------------------------------
@@ -231,31 +309,75 @@ def export_missing(session: Session, directory: Path) -> int:
     return len(missing)
 
 
-def anchor_now(db: Database, export_dir: Path | None) -> Anchored:
+def anchor_now(db: Database, export_dir: Path | None, signer: Signer | None = None) -> Anchored:
     """Anchor in its own transaction, then export (a crash in between is caught up next time)."""
     with db.transaction() as session:
-        result = anchor(session)
+        result = anchor(session, signer)
     if export_dir is not None:
         with db.read() as session:
             export_missing(session, export_dir)
     return result
 
 
-def anchor_if_due(db: Database, export_dir: Path | None, every_seconds: float) -> bool:
+def anchor_if_due(
+    db: Database, export_dir: Path | None, every_seconds: float, signer: Signer | None = None
+) -> bool:
     """For a worker loop: anchor when the latest anchor is older than `every_seconds`."""
     with db.read() as session:
         last_at = session.scalar(select(func.max(AuditAnchor.at)))
     if last_at is not None and now() - last_at < timedelta(seconds=every_seconds):
         return False
-    anchor_now(db, export_dir)
+    anchor_now(db, export_dir, signer)
     return True
 
 
 # --- checking the anchors themselves --------------------------------------------------------
 
 
-def verify_anchors(session: Session, export_dir: Path | None) -> list[Problem]:
-    """The anchor chain is unbroken, the latest root matches its heads, and the file agrees."""
+def signature_problems(session: Session, public_key: bytes) -> list[Problem]:
+    """Anchors `public_key` did not sign although it should have: a bad signature, another
+    key's, or none after an anchor it signed (unsigned anchors before signing began are fine)."""
+    problems: list[Problem] = []
+    signed_seen: int | None = None
+    for a in session.scalars(select(AuditAnchor).order_by(AuditAnchor.id)):
+        problem = check_signature(record(a), public_key)
+        if problem is None:
+            signed_seen = a.id
+        elif problem.kind != "unsigned":
+            problems.append(problem)
+        elif signed_seen is not None:
+            message = (
+                f"anchor #{a.id} is not signed although anchor #{signed_seen} before it is: "
+                "it was forged"
+            )
+            problems.append(Problem("signature", None, message))
+    return problems
+
+
+def signature_status(session: Session, public_key: bytes | None) -> str:
+    """One phrase on the anchors' signatures, for `orderflow audit verify`."""
+    rows = session.scalars(select(AuditAnchor).order_by(AuditAnchor.id)).all()
+    signed = [a for a in rows if a.signature]
+    if not rows:
+        return "no anchors yet"
+    if public_key is None:
+        return (
+            f"{len(rows) - len(signed)} anchor(s) unsigned, {len(signed)} signed but not "
+            "checked (no ORDERFLOW_AUDIT_ANCHOR_PUBLIC_KEY_FILE or _KEY_FILE)"
+            if signed
+            else f"{len(rows)} anchor(s) UNSIGNED (no anchor key configured)"
+        )
+    valid = sum(1 for a in rows if check_signature(record(a), public_key) is None)
+    unsigned = len(rows) - len(signed)
+    note = f", {unsigned} unsigned from before signing began" if unsigned else ""
+    return f"{valid} anchor(s) signed by key {key_id(public_key)}{note}"
+
+
+def verify_anchors(
+    session: Session, export_dir: Path | None, public_key: bytes | None = None
+) -> list[Problem]:
+    """The anchor chain is unbroken, the latest root matches its heads, the file agrees, and
+    (with `public_key`) every anchor since signing began is signed by it."""
     problems: list[Problem] = []
     rows = session.scalars(select(AuditAnchor).order_by(AuditAnchor.id)).all()
     prev, expected = GENESIS, 1
@@ -283,6 +405,8 @@ def verify_anchors(session: Session, export_dir: Path | None) -> list[Problem]:
         )
     if export_dir is not None:
         problems += _compare_with_file(rows, read_exported(export_dir), export_dir)
+    if public_key is not None:
+        problems += signature_problems(session, public_key)
     return problems
 
 

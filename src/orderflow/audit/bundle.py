@@ -24,9 +24,16 @@ TEMPLATES = Path(__file__).parent / "templates"
 VERIFIER = Path(verify_bundle.__file__)
 
 
-def build(session: Session, order_id: int, *, archive_dir: Path | None = None) -> dict[str, Any]:
-    """The bundle as a dict (JSON-ready); archived entries are included when their files are."""
-    found = investigation(session, order_id)
+def build(
+    session: Session,
+    order_id: int,
+    *,
+    archive_dir: Path | None = None,
+    public_key: bytes | None = None,
+) -> dict[str, Any]:
+    """The bundle as a dict (JSON-ready); archived entries are included when their files are;
+    with the anchor public key, its latest validly signed anchor (and the key, for reference)."""
+    found = investigation(session, order_id, public_key)
     start = chain.chain_start(session, order_id)
     hot = [chain.as_dict(e) for e in chain.entries_of(session, order_id)]
     older = archive.archived_entries(session, order_id, archive_dir) if archive_dir else []
@@ -40,9 +47,10 @@ def build(session: Session, order_id: int, *, archive_dir: Path | None = None) -
         "generated_at": now().isoformat(timespec="seconds"),
         "generated_by": f"orderflow {__version__}",
         "how_to_verify": (
-            "python verify_bundle.py THIS_FILE.json — checks every entry's SHA-256 over its "
-            "canonical JSON, the links between entries, and the anchor's Merkle proof; compare "
-            "the anchor hash with the published anchors.jsonl"
+            "python verify_bundle.py THIS_FILE.json [--public-key anchor-signing.pub] — checks "
+            "every entry's SHA-256 over its canonical JSON, the links between entries, the "
+            "anchor's Merkle proof and its Ed25519 signature; compare the anchor hash with the "
+            "published anchors.jsonl and the key id with the operator's published key"
         ),
         **found,
         "chain": {
@@ -50,7 +58,7 @@ def build(session: Session, order_id: int, *, archive_dir: Path | None = None) -
             "head": {"seq": last["seq"], "hash": last["hash"]},
             "entries": entries,
         },
-        "anchor": anchors.proof_for(session, order_id),
+        "anchor": anchors.proof_for(session, order_id, public_key),
     }
 
 

@@ -328,8 +328,9 @@ def entries_of(session: Session, order_id: int) -> list[AuditEntry]:
     )
 
 
-def verify_order(session: Session, order_id: int) -> Verdict:
-    """Check the order's chain, its head on the order row, and its latest anchor."""
+def verify_order(session: Session, order_id: int, public_key: bytes | None = None) -> Verdict:
+    """Check the order's chain, its head on the order row, and its latest anchor (with the
+    anchor public key: its latest validly signed anchor; later forged ones are problems)."""
     from orderflow.audit import anchors  # anchors builds on this module
 
     start = chain_start(session, order_id)
@@ -342,7 +343,8 @@ def verify_order(session: Session, order_id: int) -> Verdict:
     ).one_or_none()
     if head is not None:
         findings += _check_head(head.audit_seq, head.audit_head or GENESIS, last_seq, last_hash)
-    proof = anchors.anchored_head(session, order_id)
+    proof, passed_over = anchors.trusted_anchored_head(session, order_id, public_key)
+    findings += passed_over
     if proof is not None and int(proof["leaf"]["seq"]) > start.seq:
         findings += verify_bundle.check_anchored(entries, proof)
     return Verdict(

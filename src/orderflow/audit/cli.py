@@ -1,4 +1,4 @@
-"""`orderflow audit verify|anchor|archive|bundle|verify-archive` and `orderflow investigate`."""
+"""`orderflow audit verify|anchor|archive|bundle|verify-archive|keygen`, `orderflow investigate`."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from orderflow.db import Database
 def _settings() -> Settings:
     from pydantic import ValidationError
 
+    from orderflow.redaction import redact
+
     try:
         return Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration: {exc}") from None
+    except ValidationError as exc:  # no input values in it (hide_input_in_errors)
+        raise click.ClickException(redact(f"invalid configuration: {exc}")) from None
 
 
 @contextmanager
@@ -39,9 +41,25 @@ def _database(settings: Settings) -> Iterator[Database]:
     except (SchemaOutdated, NotFound) as exc:
         raise click.ClickException(str(exc)) from None
     except OperationalError as exc:
-        raise click.ClickException(f"cannot reach the database: {exc.orig}") from None
+        from orderflow.redaction import redact
+
+        raise click.ClickException(redact(f"cannot reach the database: {exc.orig}")) from None
     finally:
         db.dispose()
+
+
+def _public_key(settings: Settings, path: Path | None = None) -> bytes | None:
+    """The anchor public key: `--public-key`, else the configured public or private key."""
+    from orderflow.audit import signing
+
+    try:
+        if path is not None:
+            return signing.load_public_key(path)
+        return signing.public_key_for(
+            settings.audit_anchor_public_key_file, settings.audit_anchor_key_file
+        )
+    except signing.AnchorKeyError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _print_problems(problems: list[Any]) -> None:
@@ -56,8 +74,16 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.option("--order", "ref", default=None, help="one order (ORD-000123 or its id)")
-def verify(ref: str | None) -> None:
-    """Verify hash chains, chain heads, anchors (and the exported copy) and archives."""
+@click.option(
+    "--public-key",
+    "public_key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="the anchor public key (default: ORDERFLOW_AUDIT_ANCHOR_PUBLIC_KEY_FILE, or the "
+    "public half of ORDERFLOW_AUDIT_ANCHOR_KEY_FILE)",
+)
+def verify(ref: str | None, public_key_file: Path | None) -> None:
+    """Verify hash chains, chain heads, anchors (signatures, the exported copy) and archives."""
     from sqlalchemy import select
 
     from orderflow.audit import anchors, archive, chain
@@ -65,6 +91,7 @@ def verify(ref: str | None) -> None:
     from orderflow.orders.models import Order, order_reference
 
     settings = _settings()
+    public_key = _public_key(settings, public_key_file)
     failed = False
     with _database(settings) as db, db.read() as session:
         if ref is not None:
@@ -73,7 +100,7 @@ def verify(ref: str | None) -> None:
             order_ids = list(session.scalars(select(Order.id).order_by(Order.id)))
         entries = 0
         for order_id in order_ids:
-            verdict = chain.verify_order(session, order_id)
+            verdict = chain.verify_order(session, order_id, public_key)
             entries += verdict.entries
             if not verdict.ok:
                 failed = True
@@ -83,7 +110,7 @@ def verify(ref: str | None) -> None:
                 anchored = f", anchored (#{verdict.anchor_id})" if verdict.anchor_id else ""
                 click.echo(f"OK {order_reference(order_id)}: {verdict.entries} entries{anchored}")
         if ref is None:
-            problems = anchors.verify_anchors(session, settings.audit_anchor_dir)
+            problems = anchors.verify_anchors(session, settings.audit_anchor_dir, public_key)
             if settings.audit_archive_dir is not None:
                 problems += archive.verify_archives(session, settings.audit_archive_dir)
             if problems:
@@ -97,6 +124,7 @@ def verify(ref: str | None) -> None:
                     else " (ORDERFLOW_AUDIT_ANCHOR_DIR unset: anchors not compared with a copy)"
                 )
                 click.echo(f"OK: {len(order_ids)} orders, {entries} entries verified{outside}")
+                click.echo(f"anchors: {anchors.signature_status(session, public_key)}")
     if failed:
         sys.exit(1)
 
@@ -104,20 +132,28 @@ def verify(ref: str | None) -> None:
 @audit_group.command("anchor")
 def anchor() -> None:
     """Anchor every chain head now (Merkle root, chained) and export it outside the database."""
-    from orderflow.audit import anchors
+    from orderflow.audit import anchors, signing
 
     settings = _settings()
+    try:
+        signer = signing.signer_for(settings.audit_anchor_key_file)
+    except signing.AnchorKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     with _database(settings) as db:
-        result = anchors.anchor_now(db, settings.audit_anchor_dir)
+        try:
+            result = anchors.anchor_now(db, settings.audit_anchor_dir, signer)
+        except anchors.AnchorRefused as exc:
+            raise click.ClickException(str(exc)) from None
     a = result.anchor
     where = (
         settings.audit_anchor_dir / anchors.ANCHOR_FILE
         if settings.audit_anchor_dir
         else "nowhere (set ORDERFLOW_AUDIT_ANCHOR_DIR)"
     )
+    signed = f"signed by key {a['key_id']}" if a["signature"] else "UNSIGNED (no anchor key)"
     click.echo(
         f"anchor #{a['id']}: {a['orders']} orders, {result.moved} heads moved, root {a['root']}, "
-        f"hash {a['hash']}; exported to {where}"
+        f"hash {a['hash']}, {signed}; exported to {where}"
     )
     if result.refused:
         click.echo("heads NOT anchored (they went back since the last anchor):")
@@ -176,10 +212,37 @@ def bundle_command(ref: str, out: Path) -> None:
     from orderflow.audit.investigation import resolve
 
     settings = _settings()
+    public_key = _public_key(settings)
     with _database(settings) as db, db.read() as session:
-        data = bundle.build(session, resolve(session, ref), archive_dir=settings.audit_archive_dir)
+        data = bundle.build(
+            session,
+            resolve(session, ref),
+            archive_dir=settings.audit_archive_dir,
+            public_key=public_key,
+        )
     for path in bundle.write(data, out):
         click.echo(str(path))
+
+
+@audit_group.command("keygen")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="where to write anchor-signing.key (private, 0600) and anchor-signing.pub",
+)
+def keygen(out: Path) -> None:
+    """Write a new Ed25519 key pair for signing anchors (never over existing files)."""
+    from orderflow.audit import signing
+
+    try:
+        private, public, key_id = signing.keygen(out)
+    except signing.AnchorKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"anchor signing key {key_id}")
+    click.echo(f"  private: {private}  (workers and `orderflow audit anchor` only; mode 0600)")
+    click.echo(f"  public:  {public}  (publish it: verifying needs only this)")
+    click.echo(f"export ORDERFLOW_AUDIT_ANCHOR_KEY_FILE={private}")
 
 
 @click.command("investigate")
@@ -190,8 +253,9 @@ def investigate(ref: str, as_json: bool) -> None:
     from orderflow.audit.investigation import investigation, resolve
 
     settings = _settings()
+    public_key = _public_key(settings)
     with _database(settings) as db, db.read() as session:
-        found = investigation(session, resolve(session, ref))
+        found = investigation(session, resolve(session, ref), public_key)
     if as_json:
         click.echo(json.dumps(found, indent=2, ensure_ascii=False))
         return

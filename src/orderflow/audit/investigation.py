@@ -34,7 +34,7 @@ def resolve(session: Session, ref: str) -> int:
     return order_id
 
 
-def audit_view(session: Session, order_id: int) -> dict[str, Any]:
+def audit_view(session: Session, order_id: int, public_key: bytes | None = None) -> dict[str, Any]:
     """GET /orders/{id}/audit: the entries as stored, and the integrity verdict."""
     order = session.get(Order, order_id)
     if order is None:
@@ -46,15 +46,17 @@ def audit_view(session: Session, order_id: int) -> dict[str, Any]:
         "start": {"seq": start.seq, "hash": start.hash, "archive_id": start.archive_id},
         "head": {"seq": order.audit_seq, "hash": order.audit_head},
         "entries": [chain.as_dict(e) for e in chain.entries_of(session, order_id)],
-        "verdict": chain.verify_order(session, order_id).as_dict(),
+        "verdict": chain.verify_order(session, order_id, public_key).as_dict(),
     }
 
 
-def investigation(session: Session, order_id: int) -> dict[str, Any]:
+def investigation(
+    session: Session, order_id: int, public_key: bytes | None = None
+) -> dict[str, Any]:
     view = queries.order_view(session, order_id)  # NotFound for an unknown id
     view.pop("history", None)  # the timeline below says it better
     entries = [chain.as_dict(e) for e in chain.entries_of(session, order_id)]
-    verdict = chain.verify_order(session, order_id)
+    verdict = chain.verify_order(session, order_id, public_key)
     payments = session.scalars(
         select(Payment).where(Payment.order_id == order_id).order_by(Payment.id)
     ).all()

@@ -50,6 +50,10 @@ class AuditAnchor(Base):
     root: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # Ed25519 over "orderflow-anchor/1:" + hash, by the key outside the database whose id
+    # (first 16 hex digits of the public key's SHA-256) is `key_id`; NULL: unsigned.
+    signature: Mapped[str | None] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 class AuditAnchorHead(Base):

@@ -1,5 +1,8 @@
 """Check an order's hash-chained history offline: `python verify_bundle.py bundle.json`.
 
+With the operator's anchor public key: `python verify_bundle.py bundle.json --public-key
+anchor-signing.pub` also checks the anchor's Ed25519 signature.
+
 Standard library only, on purpose: copy this one file next to a dispute bundle and anyone (the
 customer, the card scheme, a court's expert) can check it without orderflow installed. orderflow
 itself uses the same functions, so the two can never disagree about what a valid chain is.
@@ -13,13 +16,21 @@ What is checked:
 - if the bundle carries an anchor: the anchor's own hash, the Merkle proof from the order's
   anchored head to the anchor's root, and that the chain still contains that anchored head: a
   chain whose latest entries were removed ("truncated") no longer does. The anchor's hash can be
-  compared with the copy published outside the database (`anchors.jsonl`).
+  compared with the copy published outside the database (`anchors.jsonl`);
+- the anchor's Ed25519 signature (over "orderflow-anchor/1:" + its hash), made with a private
+  key kept outside the database: someone who can write the database can recompute every hash,
+  but not sign. Given `--public-key`, an unsigned anchor or one signed by another key fails;
+  without it, a signed anchor is checked against the public key the bundle carries (then
+  compare that key's id with the one the operator published), and an unsigned anchor is
+  reported as such. The signature check is pure Python (RFC 8032), or `cryptography`'s when
+  it is installed.
 
 Exit status 0 when the bundle verifies, 1 when it does not, 2 when it cannot be read.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -275,11 +286,170 @@ def check_anchored(entries: list[dict[str, Any]], proof: dict[str, Any]) -> list
     ]
 
 
+# --- anchor signatures: Ed25519 over the anchor's hash ---------------------------------------
+
+SIGNATURE_CONTEXT = b"orderflow-anchor/1:"
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")  # DER prefix of an Ed25519 public key
+
+
+def signed_message(anchor_hash_hex: str) -> bytes:
+    """What an anchor's signature signs: a context string, then the anchor's hash (hex)."""
+    return SIGNATURE_CONTEXT + anchor_hash_hex.encode()
+
+
+def key_id(public_key: bytes) -> str:
+    """A short name of a public key: the first 16 hex digits of its SHA-256."""
+    return sha256(public_key)[:16]
+
+
+def public_key_from_pem(text: str) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key in PEM (`-----BEGIN PUBLIC KEY-----`)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if (
+        not lines
+        or lines[0] != "-----BEGIN PUBLIC KEY-----"
+        or "-----END PUBLIC KEY-----" not in lines
+    ):
+        raise ValueError("not a PEM public key")
+    body = "".join(lines[1 : lines.index("-----END PUBLIC KEY-----")])
+    der = base64.b64decode(body, validate=True)
+    if len(der) != 44 or not der.startswith(_SPKI_ED25519):
+        raise ValueError("not an Ed25519 public key")
+    return der[len(_SPKI_ED25519) :]
+
+
+# RFC 8032, section 6 (the reference verification, cofactorless like OpenSSL's).
+_P = 2**255 - 19
+_Q = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+Point = tuple[int, int, int, int]
+
+
+def _add(a: Point, b: Point) -> Point:
+    x = (a[1] - a[0]) * (b[1] - b[0]) % _P
+    y = (a[1] + a[0]) * (b[1] + b[0]) % _P
+    c = 2 * a[3] * b[3] * _D % _P
+    d = 2 * a[2] * b[2] % _P
+    e, f, g, h = y - x, d - c, d + c, y + x
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def _mul(s: int, point: Point) -> Point:
+    result: Point = (0, 1, 1, 0)
+    while s > 0:
+        if s & 1:
+            result = _add(result, point)
+        point = _add(point, point)
+        s >>= 1
+    return result
+
+
+def _same(a: Point, b: Point) -> bool:
+    return (a[0] * b[2] - b[0] * a[2]) % _P == 0 and (a[1] * b[2] - b[1] * a[2]) % _P == 0
+
+
+def _recover_x(y: int, sign: int) -> int | None:
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P)
+    if x2 == 0:
+        return None if sign else 0
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P != 0:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P != 0:
+        return None
+    return _P - x if (x & 1) != sign else x
+
+
+def _decompress(data: bytes) -> Point | None:
+    y = int.from_bytes(data, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    x = _recover_x(y, sign)
+    return None if x is None else (x, y, 1, x * y % _P)
+
+
+_GY = 4 * pow(5, _P - 2, _P) % _P
+_GX = _recover_x(_GY, 0) or 0
+_G: Point = (_GX, _GY, 1, _GX * _GY % _P)
+
+
+def ed25519_verify_pure(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Ed25519 verification in pure Python (slow: a few milliseconds; fine for a bundle)."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    a, r = _decompress(public_key), _decompress(signature[:32])
+    if a is None or r is None:
+        return False
+    s = int.from_bytes(signature[32:], "little")
+    if s >= _Q:
+        return False
+    h = int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little")
+    return _same(_mul(s, _G), _add(r, _mul(h % _Q, a)))
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Ed25519 verification: `cryptography`'s when installed (fast), else pure Python."""
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError:
+        return ed25519_verify_pure(public_key, message, signature)
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def check_signature(anchor: dict[str, Any], public_key: bytes) -> Problem | None:
+    """None when `public_key` signed this anchor (as it is); else what is wrong with it: kind
+    `unsigned` (no signature) or `signature` (another key, or a signature that does not verify:
+    the anchor was forged or altered by someone without the private key)."""
+    name = f"anchor #{anchor['id']}"
+    signature = anchor.get("signature")
+    if not signature:
+        return Problem("unsigned", None, f"{name} is not signed")
+    expected = key_id(public_key)
+    if anchor.get("key_id") != expected:
+        return Problem(
+            "signature",
+            None,
+            f"{name} is signed by key {anchor.get('key_id')}, not by the anchor key {expected}: "
+            "it was forged",
+        )
+    try:
+        raw = bytes.fromhex(str(signature))
+    except ValueError:
+        raw = b""
+    if anchor_hash(anchor) != anchor["hash"] or not ed25519_verify(
+        public_key, signed_message(anchor["hash"]), raw
+    ):
+        return Problem(
+            "signature",
+            None,
+            f"{name}'s signature does not verify: the anchor was forged or altered",
+        )
+    return None
+
+
 # --- the bundle ----------------------------------------------------------------------------
 
 
-def verify_bundle(bundle: dict[str, Any]) -> list[Problem]:
-    """Every problem found in a dispute bundle; an empty list means it verifies."""
+def bundle_public_key(bundle: dict[str, Any]) -> bytes | None:
+    """The anchor public key the bundle carries (informative: an attacker could swap it)."""
+    pem = (bundle.get("anchor") or {}).get("public_key")
+    return public_key_from_pem(pem) if isinstance(pem, str) else None
+
+
+def verify_bundle(bundle: dict[str, Any], public_key: bytes | None = None) -> list[Problem]:
+    """Every problem found in a dispute bundle; an empty list means it verifies.
+
+    With `public_key` (the operator's, obtained apart from the bundle), the anchor must be
+    signed by it; without, a signed anchor is checked against the key the bundle carries."""
     if bundle.get("format") != BUNDLE_FORMAT:
         return [Problem("format", None, f"not a {BUNDLE_FORMAT} bundle")]
     chain = bundle["chain"]
@@ -308,19 +478,37 @@ def verify_bundle(bundle: dict[str, Any]) -> list[Problem]:
             problems.append(Problem("anchor", None, "the anchor carries no Merkle proof"))
         else:
             problems += check_anchored(entries, bundle["anchor"])
+        anchor = bundle["anchor"]["anchor"]
+        key = public_key or (bundle_public_key(bundle) if anchor.get("signature") else None)
+        if key is not None:
+            found = check_signature(anchor, key)
+            if found is not None:
+                problems.append(found)
     return problems
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python verify_bundle.py BUNDLE.json", file=sys.stderr)
+    args = argv[1:]
+    key_path = None
+    if len(args) == 3 and args[1] == "--public-key":
+        key_path = args[2]
+    elif len(args) != 1:
+        print("usage: python verify_bundle.py BUNDLE.json [--public-key KEY.pub]", file=sys.stderr)
         return 2
+    public_key = None
+    if key_path is not None:
+        try:
+            with open(key_path, encoding="ascii") as f:
+                public_key = public_key_from_pem(f.read())
+        except (OSError, ValueError) as exc:
+            print(f"cannot read the public key {key_path}: {exc}", file=sys.stderr)
+            return 2
     try:
-        with open(argv[1], encoding="utf-8") as f:
+        with open(args[0], encoding="utf-8") as f:
             bundle = json.load(f)
-        problems = verify_bundle(bundle)
+        problems = verify_bundle(bundle, public_key)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"cannot read {argv[1]}: {exc}", file=sys.stderr)
+        print(f"cannot read {args[0]}: {exc}", file=sys.stderr)
         return 2
     reference = bundle.get("order", {}).get("reference", "?")
     entries = len(bundle["chain"]["entries"])
@@ -336,7 +524,19 @@ def main(argv: list[str]) -> int:
         if anchor
         else "; no anchor covers it yet"
     )
-    print(f"OK: the history of {reference} verifies: {entries} entries, unbroken{anchored}")
+    signed = ""
+    if anchor and anchor["anchor"].get("signature"):
+        whose = (
+            "the public key given"
+            if public_key is not None
+            else "the key the bundle carries (compare its id with the operator's published one)"
+        )
+        signed = f"; the anchor is signed by key {anchor['anchor']['key_id']}, {whose}"
+    elif anchor:
+        signed = (
+            "; the anchor is UNSIGNED (it proves nothing against whoever can write the database)"
+        )
+    print(f"OK: the history of {reference} verifies: {entries} entries, unbroken{anchored}{signed}")
     return 0
 
 

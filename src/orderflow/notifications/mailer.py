@@ -22,7 +22,8 @@ class Mailer:
     def __init__(self, smtp_url: str, timeout: float) -> None:
         url = urlparse(smtp_url)
         if url.scheme not in ("smtp", "smtps"):
-            raise ValueError(f"ORDERFLOW_SMTP_URL must be smtp:// or smtps://, got {smtp_url!r}")
+            # Never the URL itself: it may carry the password (Settings check it before this).
+            raise ValueError(f"ORDERFLOW_SMTP_URL must be smtp:// or smtps://, not {url.scheme}://")
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or (465 if url.scheme == "smtps" else 25)
         self.tls = url.scheme == "smtps"

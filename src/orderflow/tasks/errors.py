@@ -11,6 +11,8 @@ from enum import StrEnum
 
 from sqlalchemy.exc import OperationalError
 
+from orderflow.redaction import redact
+
 
 class ErrorClass(StrEnum):
     TRANSIENT = "transient"
@@ -77,5 +79,7 @@ def classify(exc: BaseException) -> ErrorClass:
 
 
 def describe(exc: BaseException) -> str:
+    """The exception as evidence (attempt records, dead letters, a dependency's last error,
+    log events): redacted, as an outside library's message may quote a URL with its secret."""
     text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, StepError) else f"{type(exc).__name__}: {text}"
+    return redact(text if isinstance(exc, StepError) else f"{type(exc).__name__}: {text}")

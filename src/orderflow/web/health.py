@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from orderflow.migrate import current_revision, head_revision
+from orderflow.redaction import redact
 from orderflow.web.context import Context
 
 router = APIRouter(tags=["health"])
@@ -34,7 +35,8 @@ def readyz(ctx: Context) -> dict[str, Any] | JSONResponse:
             connection.execute(text("SELECT 1"))
         current = current_revision(ctx.db.engine)
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "reason": str(exc)[:200]}, status_code=503)
+        reason = redact(str(exc))[:200]
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     if current != head_revision():
         reason = f"schema at {current}, need {head_revision()}"
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)

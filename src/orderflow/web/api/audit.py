@@ -7,22 +7,32 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from orderflow.audit import bundle, investigation
+from orderflow.audit import bundle, investigation, signing
 from orderflow.web.context import Admin, Context, ReadSession
 
 router = APIRouter(tags=["audit"])
 
 
+def _anchor_key(ctx: Context) -> bytes | None:
+    """The anchor public key, when configured: verdicts then check anchors' signatures."""
+    settings = ctx.settings
+    return signing.public_key_for(
+        settings.audit_anchor_public_key_file, settings.audit_anchor_key_file
+    )
+
+
 @router.get("/orders/{order_id}/audit")
-def order_audit(order_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
+def order_audit(order_id: int, session: ReadSession, ctx: Context, _: Admin) -> dict[str, Any]:
     """The order's hash-chained entries as stored, and the integrity verdict."""
-    return investigation.audit_view(session, order_id)
+    return investigation.audit_view(session, order_id, _anchor_key(ctx))
 
 
 @router.get("/orders/{order_id}/investigation")
-def order_investigation(order_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
+def order_investigation(
+    order_id: int, session: ReadSession, ctx: Context, _: Admin
+) -> dict[str, Any]:
     """Summary, plain-language timeline, integrity, failures, payments, carrier events, e-mails."""
-    return investigation.investigation(session, order_id)
+    return investigation.investigation(session, order_id, _anchor_key(ctx))
 
 
 @router.get("/orders/{order_id}/dispute-bundle", response_model=None)
@@ -34,7 +44,9 @@ def dispute_bundle(
     format: str = Query("json", pattern="^(json|html)$"),
 ) -> dict[str, Any] | HTMLResponse:
     """The evidence bundle (JSON, checkable offline with verify_bundle.py) or its HTML page."""
-    data = bundle.build(session, order_id, archive_dir=ctx.settings.audit_archive_dir)
+    data = bundle.build(
+        session, order_id, archive_dir=ctx.settings.audit_archive_dir, public_key=_anchor_key(ctx)
+    )
     if format == "html":
         return HTMLResponse(bundle.render_html(data))
     return data
