@@ -112,7 +112,7 @@ def short_sessions(database_url: str) -> Iterator[Stack]:
 
 def test_an_idle_session_expires(short_sessions: Stack) -> None:
     """A session unused for longer than ORDERFLOW_CONSOLE_SESSION_IDLE_SECONDS ends; use
-    within it keeps it alive."""
+    within it keeps it alive; the next login removes the dead row."""
     stack = short_sessions
     stack.user("alice")
     console = log_in(stack, "alice")
@@ -121,6 +121,9 @@ def test_an_idle_session_expires(short_sessions: Stack) -> None:
         assert console.page("/console/orders").status_code == 200
     time.sleep(2.0)
     assert _to_login(console.page("/console/orders"))
+    log_in(stack, "alice")  # a login sweeps the sessions that ended by themselves
+    with stack.db.read() as session:
+        assert len(session.scalars(select(ConsoleSession)).all()) == 1
 
 
 def test_console_pages_carry_a_csp_whose_nonce_every_script_has(stack: Stack) -> None:

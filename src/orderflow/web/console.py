@@ -341,9 +341,16 @@ def login(
     if not same_origin(request, ctx.settings):
         raise FormRefused()
     name = name.strip().lower()
+    settings = ctx.settings
     with ctx.db.transaction() as session:
         who = people.authenticate(session, name, password) if name and password else None
         key = people.start_session(session, who) if who is not None else None
+        if key is not None:  # sweep sessions that ended by themselves (idle or too old)
+            people.forget_stale_sessions(
+                session,
+                idle_seconds=settings.console_session_idle_seconds,
+                max_seconds=settings.console_session_max_seconds,
+            )
     if key is None:
         message = (
             "That user name and password do not match."
@@ -353,7 +360,7 @@ def login(
         context = {"error": message, "notice": None, "next": next, "name": name}
         return render(request, "login.html", context, 401)
     response = redirect(safe_next(next))
-    _set_cookie(response, request, ctx.settings, key.key)
+    _set_cookie(response, request, settings, key.key)
     return response
 
 
