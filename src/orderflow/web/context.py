@@ -80,16 +80,9 @@ def personal_token_principal(ctx: AppContext, token: str) -> Principal:
     return found.who
 
 
-def principal_of(ctx: AppContext, authorization: str | None) -> Principal:
-    """Who is calling: the bootstrap token (no I/O) or a personal token; 401 otherwise."""
-    token = _bearer(authorization)
-    if token_matches(ctx, token):
-        return BOOTSTRAP
-    return personal_token_principal(ctx, token)
-
-
 async def authenticate(ctx: AppContext, authorization: str | None) -> Principal:
-    """`principal_of` off the event loop only when it needs the database."""
+    """Who is calling: the bootstrap token (checked in memory), or a personal token (looked up
+    off the event loop); 401 otherwise."""
     token = _bearer(authorization)
     if token_matches(ctx, token):
         return BOOTSTRAP
