@@ -1,4 +1,4 @@
-"""The `orderflow` command: demo, serve, worker, migrate, sim, bench."""
+"""The `orderflow` command: demo, serve, worker, migrate, sim, bench, users, tokens…"""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from orderflow.bench.cli import bench
 from orderflow.chaos.cli import chaos
 from orderflow.config import Settings
 from orderflow.deadletters.cli import dead_letters
+from orderflow.people.cli import proposals, tokens, users
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,6 +72,9 @@ main.add_command(chaos)
 main.add_command(audit_group)
 main.add_command(investigate)
 main.add_command(bench)
+main.add_command(users)
+main.add_command(tokens)
+main.add_command(proposals)
 
 
 @main.command()

@@ -40,7 +40,16 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///./orderflow.db"
-    admin_token: str | None = None
+    admin_token: str | None = None  # the bootstrap credential (see orderflow.people.four_eyes)
+
+    # The console: a session ends after this long without a request, and this long after
+    # login in any case. Its cookie is Secure when `secure_cookies` is set, when the request
+    # came over TLS, or (with `trust_proxy_headers`) when the proxy's X-Forwarded-Proto says
+    # https; that setting also makes X-Forwarded-Host the origin forms must come from.
+    console_session_idle_seconds: float = Field(8 * 3600.0, gt=0)
+    console_session_max_seconds: float = Field(24 * 3600.0, gt=0)
+    secure_cookies: bool = False
+    trust_proxy_headers: bool = False
 
     bobs_post_url: str | None = None
     bobs_post_api_key: str = ""

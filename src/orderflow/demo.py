@@ -16,6 +16,8 @@ from orderflow.catalog.models import Customer
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.migrate import upgrade
+from orderflow.people import service as people
+from orderflow.people.models import User
 from orderflow.serving import BackgroundServer
 from orderflow.simulators import bobs_post, paydesk
 from orderflow.simulators.mailsink import MailSink
@@ -124,6 +126,21 @@ def seed(db: Database) -> None:
             catalog.create_product(session, **product)
 
 
+DEMO_USER = "demo"
+
+
+def demo_login(db: Database) -> str:
+    """The demo's console user (an admin), with a fresh password each start; returns it."""
+    password = secrets.token_urlsafe(12)
+    with db.transaction() as session:
+        if session.scalar(select(User).where(User.name == DEMO_USER)) is None:
+            people.add_user(session, DEMO_USER, "admin", password, actor="demo")
+        else:
+            people.set_password(session, DEMO_USER, password)
+            people.enable_user(session, DEMO_USER)
+    return password
+
+
 @dataclass
 class Simulated:
     carrier: BackgroundServer
@@ -184,6 +201,7 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
     db = Database(settings.database_url)
     upgrade(db.engine)
     seed(db)
+    password = demo_login(db)
     adapters = build_adapters(settings)
     worker = build_worker(settings, db, adapters, name="demo-worker")
     stop = threading.Event()
@@ -195,7 +213,8 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
             [
                 "",
                 "orderflow demo is running.",
-                f"  console:      {api_url}/console/login?token={token}",
+                f"  console:      {api_url}/console/login",
+                f"                user {DEMO_USER}, password {password} (a new one each start)",
                 f"  API:          {api_url}/api/v1   (OpenAPI: {api_url}/docs)",
                 f"  admin token:  {token}",
                 f"  database:     {settings.database_url}",

@@ -15,18 +15,21 @@ from orderflow.notifications.models import Notification
 from orderflow.orders.models import Order, OrderLine
 from orderflow.outbox import OutboxEvent
 from orderflow.payments.models import Payment
+from orderflow.people.models import ApiToken, ConsoleSession, Proposal, User
 from orderflow.shipping.models import CarrierEvent, Shipment
 from orderflow.tasks.models import Task, TaskAttempt
 
 metadata = Base.metadata
 
 __all__ = [
+    "ApiToken",
     "AuditAnchor",
     "AuditAnchorHead",
     "AuditArchive",
     "AuditArchived",
     "AuditEntry",
     "CarrierEvent",
+    "ConsoleSession",
     "Customer",
     "Dependency",
     "Incident",
@@ -36,8 +39,10 @@ __all__ = [
     "OutboxEvent",
     "Payment",
     "Product",
+    "Proposal",
     "Shipment",
     "Task",
     "TaskAttempt",
+    "User",
     "metadata",
 ]

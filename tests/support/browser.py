@@ -38,3 +38,12 @@ def new_page(browser: Browser, base_url: str) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
+
+
+def log_in(page: Page, name: str, password: str) -> None:
+    """Log in on the console's login page (the page may already be on it)."""
+    if "/console/login" not in page.url:
+        page.goto("/console/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()

@@ -6,18 +6,22 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from orderflow.config import Settings
 from orderflow.db import Database
+from orderflow.people import service as people
 from orderflow.serving import BackgroundServer
 from orderflow.tasks.worker import Worker
 from orderflow.web.app import create_app
 from orderflow.wiring import Adapters, build_adapters, build_worker
 from tests.support.outside import Outside, start_outside
+
+PASSWORD = "correct horse battery"  # every test user's password unless told
 
 FAST = {
     "retry_base_seconds": 0.05,
@@ -45,7 +49,8 @@ class Stack:
     outside: Outside
     adapters: Adapters
     worker: Worker
-    api: httpx.Client
+    api: httpx.Client  # the bootstrap admin token (ORDERFLOW_ADMIN_TOKEN)
+    clients: list[httpx.Client] = field(default_factory=list)
 
     # --- arranging -----------------------------------------------------------------------
     def customer(self, payment_method: str = "pm_ok_visa", **address: Any) -> int:
@@ -81,6 +86,27 @@ class Stack:
         response = self.api.post("/orders", json=body, headers=headers)
         assert response.status_code == 202, response.text
         return dict(response.json())
+
+    def user(self, name: str, role: str = "admin", password: str = PASSWORD) -> None:
+        """A named user (password `PASSWORD` unless told)."""
+        with self.db.transaction() as session:
+            people.add_user(session, name, role, password, actor="test")
+
+    def as_user(self, name: str, role: str = "admin") -> httpx.Client:
+        """A new named user with a personal API token: an API client acting as them."""
+        self.user(name, role)
+        with self.db.transaction() as session:
+            token = people.create_token(session, name, timedelta(days=1)).token
+        return self.client(token)
+
+    def client(self, token: str) -> httpx.Client:
+        client = httpx.Client(
+            base_url=f"{self.server.url}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        self.clients.append(client)
+        return client
 
     # --- acting and observing ------------------------------------------------------------
     def order(self, order_id: int) -> dict[str, Any]:
@@ -140,10 +166,12 @@ def start_stack(database_url: str, **overrides: Any) -> Iterator[Stack]:
         headers={"Authorization": "Bearer test-token"},
         timeout=10,
     )
+    stack = Stack(settings, db, server, outside, adapters, worker, api)
     try:
-        yield Stack(settings, db, server, outside, adapters, worker, api)
+        yield stack
     finally:
-        api.close()
+        for client in [api, *stack.clients]:
+            client.close()
         server.stop()
         adapters.close()
         outside.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from typing import Any
@@ -13,10 +12,12 @@ from orderflow.db import Database
 from orderflow.deadletters import queries, service
 from orderflow.deadletters.queries import Filter
 from orderflow.errors import DomainError
+from orderflow.people import four_eyes
+from orderflow.people.cli import cli_actor, cli_principal
 
 
 def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+    return cli_actor()
 
 
 def _filter_options(func: Any) -> Any:
@@ -124,6 +125,8 @@ def redrive(
                 click.echo(f"{group['count']:>6}  {group['cause']}")
             return
         with db.transaction() as session:
+            if four_eyes.may_include_payment_work(flt):
+                four_eyes.guard(session, cli_principal(), four_eyes.BULK_REDRIVE)
             redrive_id = service.start_bulk_redrive(session, flt, actor=_actor(), pace_seconds=pace)
             total = service.bulk_progress(session, redrive_id)["total"]
         click.echo(
@@ -159,6 +162,7 @@ def discard(ctx: click.Context, task_id: int, reason: str) -> None:
     """Give up on one dead letter: the order takes its failure path (refund, stock, e-mail)."""
     try:
         with _db(ctx).transaction() as session:
+            four_eyes.guard(session, cli_principal(), four_eyes.DISCARD)
             service.discard(session, task_id, actor=_actor(), reason=reason)
     except DomainError as exc:
         raise click.ClickException(exc.message) from None

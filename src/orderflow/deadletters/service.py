@@ -29,16 +29,20 @@ def _dead(session: Session, task_id: int) -> Task:
     return task
 
 
-def redrive(session: Session, task_id: int, *, actor: str) -> None:
+def redrive(
+    session: Session, task_id: int, *, actor: str, four_eyes: dict[str, Any] | None = None
+) -> None:
+    """`four_eyes`: who proposed and who approved it, when it was (kept in the history)."""
     task = _dead(session, task_id)
     if task.order_id is not None:
         service.lock(session, task.order_id)
+        details = {"step": task.kind, "task_id": task.id, "cause": cause_of(task)}
         chain.record(
             session,
             task.order_id,
             actor=actor,
             action="work.redriven",
-            details={"step": task.kind, "task_id": task.id, "cause": cause_of(task)},
+            details={**details, "four_eyes": four_eyes} if four_eyes else details,
         )
     if not queue.redrive(session, task_id):
         raise Conflict(f"dead letter {task_id} changed meanwhile; look again", code="not_dead")
@@ -88,7 +92,13 @@ def preview(session: Session, flt: Filter) -> dict[str, Any]:
 
 
 def start_bulk_redrive(
-    session: Session, flt: Filter, *, actor: str, batch: int = 100, pace_seconds: float = 1.0
+    session: Session,
+    flt: Filter,
+    *,
+    actor: str,
+    batch: int = 100,
+    pace_seconds: float = 1.0,
+    four_eyes: dict[str, Any] | None = None,
 ) -> int:
     """Queue a durable bulk redrive of what matches now; returns its id (a task id)."""
     tasks = matching(session, flt)
@@ -108,6 +118,7 @@ def start_bulk_redrive(
             "redriven": 0,
             "batch": batch,
             "pace_seconds": pace_seconds,
+            "four_eyes": four_eyes,
         },
     )
     return int(session.execute(select(Task.id).where(Task.key == key)).scalar_one())
@@ -127,6 +138,7 @@ def bulk_progress(session: Session, redrive_id: int) -> dict[str, Any]:
         "total": p["total"],
         "redriven": p["redriven"],
         "started_by": p["actor"],
+        "four_eyes": p.get("four_eyes"),
         "created_at": task.created_at.isoformat(),
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }

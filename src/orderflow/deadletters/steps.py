@@ -40,7 +40,9 @@ class RedriveStep:
             if t.id <= progress["up_to_id"]
         ]
         for dead in sorted(batch, key=lambda t: (t.order_id or 0, t.id)):  # global lock order
-            service.redrive(session, dead.id, actor=progress["actor"])
+            service.redrive(
+                session, dead.id, actor=progress["actor"], four_eyes=progress.get("four_eyes")
+            )
         progress = {
             **progress,
             "after_id": batch[-1].id if batch else progress["up_to_id"],

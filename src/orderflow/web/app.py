@@ -11,7 +11,7 @@ from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.observability.metrics import registry_for
 from orderflow.web import console, errors, health, webhooks
-from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders
+from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders, proposals
 from orderflow.web.body_limit import BodyLimit
 from orderflow.web.context import AppContext
 
@@ -20,7 +20,8 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     app = FastAPI(
         title="orderflow",
         version=__version__,
-        description="Fault-tolerant order fulfilment. Bearer token on /api/v1.",
+        description="Fault-tolerant order fulfilment. Bearer token on /api/v1 (the admin token or "
+        "a personal token: `orderflow tokens create`).",
     )
     app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
     app.state.metrics = registry_for(db, app.state.ctx.pressure)
@@ -31,6 +32,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     app.include_router(audit.router, prefix="/api/v1")
     app.include_router(dependencies.router, prefix="/api/v1")
     app.include_router(dead_letters.router, prefix="/api/v1")
+    app.include_router(proposals.router, prefix="/api/v1")
     app.include_router(webhooks.router)
     app.include_router(health.router)
     console.install(app)

@@ -1,18 +1,21 @@
-"""The admin console (server-rendered pages).
+"""The console (server-rendered pages) for named users: admin, support, viewer.
 
-Every page lives under `/console` and needs the admin token, exchanged once on the login page for
-a signed, HttpOnly, SameSite=Strict cookie (SameSite=Strict is also what keeps other sites from
-posting the console's forms). The pages call the same use cases and read models as the JSON API;
-nothing here decides anything about orders.
+Every page lives under `/console` and needs a login with a user name and password. The session
+is server-side (table `console_sessions`; the cookie holds a random key, the table its hash):
+it ends after `ORDERFLOW_CONSOLE_SESSION_IDLE_SECONDS` without a request, at the latest
+`ORDERFLOW_CONSOLE_SESSION_MAX_SECONDS` after login, at logout, and when the user is disabled.
+Every form carries the session's CSRF token and must come from the console's own origin (Origin,
+else Referer); the cookie is HttpOnly, SameSite=Strict, and Secure when configured or over
+https. Pages carry a Content-Security-Policy with a per-response nonce: no other script runs.
+The pages call the same use cases and read models as the JSON API; nothing here decides
+anything about orders.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import time
+import secrets
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -28,17 +32,20 @@ from sqlalchemy.exc import IntegrityError
 from orderflow.catalog import service as catalog
 from orderflow.catalog.models import Customer
 from orderflow.clock import now
+from orderflow.config import Settings
 from orderflow.errors import Conflict, DomainError, Invalid, NotFound
 from orderflow.orders import queries, service
 from orderflow.orders.models import parse_order_reference
 from orderflow.orders.service import LineRequest
 from orderflow.orders.status import CANCELLABLE, TERMINAL, OrderStatus
-from orderflow.web.context import AppContext, Context, token_matches
+from orderflow.people import four_eyes
+from orderflow.people import service as people
+from orderflow.people.roles import Role
+from orderflow.people.service import LoggedIn
+from orderflow.web.context import AppContext, Context
 
 PREFIX = "/console"
 COOKIE = "orderflow_console"
-SESSION_SECONDS = 12 * 3600
-ACTOR = "admin:console"
 REFRESH_SECONDS = 2
 LINE_SLOTS = 3
 STATUSES = [s.value for s in OrderStatus]
@@ -48,8 +55,16 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+# Scripts run only with the response's nonce (no inline handlers); style only from the console's
+# style sheet (no inline style); the refresh script fetches this origin only.
+CSP = (
+    "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+STYLE_SHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
 
 
 # --- presentation helpers (Jinja filters) --------------------------------------------------
@@ -145,61 +160,128 @@ templates.env.globals.update(
 def render(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> Response:
-    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    """A page, with the logged-in user (if any) for the navigation, CSRF token and CSP nonce."""
+    user: LoggedIn | None = getattr(request.state, "console_user", None)
+    nonce = secrets.token_urlsafe(16)
+    extra = {
+        "user": user,
+        "csrf_token": user.csrf_token if user else "",
+        "can_admin": bool(user and user.who.can(Role.ADMIN)),
+        "csp_nonce": nonce,
+    }
+    response = templates.TemplateResponse(
+        request, name, {**extra, **context}, status_code=status_code
+    )
     response.headers.update(HEADERS)
+    response.headers["Content-Security-Policy"] = CSP.format(nonce=nonce)
     return response
 
 
 def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303, headers=HEADERS)
+    response = RedirectResponse(url, status_code=303, headers=HEADERS)
+    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    return response
 
 
-# --- the session cookie --------------------------------------------------------------------
+# --- sessions, origin and CSRF -------------------------------------------------------------------
 
 
 class LoginRequired(Exception):
-    """Raised by the `admin` dependency; answered with a redirect to the login page."""
+    """Raised by the login dependencies; answered with a redirect to the login page."""
 
     def __init__(self, next_url: str) -> None:
         super().__init__(next_url)
         self.next_url = next_url
 
 
-def _signature(ctx: AppContext, issued: str) -> str:
-    key = (ctx.settings.admin_token or "").encode()
-    return hmac.new(key, f"orderflow-console:{issued}".encode(), hashlib.sha256).hexdigest()
+class FormRefused(Exception):
+    """A form posted from another origin, or without this session's CSRF token: 403."""
 
 
-def session_cookie(ctx: AppContext) -> str:
-    """A cookie value that proves the admin token was shown, without containing it."""
-    issued = str(int(time.time()))
-    return f"{issued}.{_signature(ctx, issued)}"
+class NotAllowed(Exception):
+    """The user's role does not allow this page or action: a 403 page."""
 
 
-def session_valid(ctx: AppContext, value: str | None) -> bool:
-    if not ctx.settings.admin_token or not value:
-        return False
-    issued, _, signature = value.partition(".")
-    if not issued.isdigit() or not 0 <= time.time() - int(issued) <= SESSION_SECONDS:
-        return False
-    return hmac.compare_digest(signature, _signature(ctx, issued))
+def _forwarded(request: Request, header: str) -> str | None:
+    value = request.headers.get(header)
+    return value.split(",")[0].strip().lower() if value else None
 
 
-def require_login(request: Request, ctx: Context) -> str:
-    """The acting admin for the history; anyone else is sent to the login page."""
-    if not session_valid(ctx, request.cookies.get(COOKIE)):
+def secure_request(request: Request, settings: Settings) -> bool:
+    """Whether the browser reached us over https (directly, or through a trusted proxy)."""
+    if request.url.scheme == "https":
+        return True
+    return settings.trust_proxy_headers and _forwarded(request, "x-forwarded-proto") == "https"
+
+
+def own_origin(request: Request, settings: Settings) -> str:
+    scheme = "https" if secure_request(request, settings) else request.url.scheme
+    host = request.headers.get("host", "")
+    if settings.trust_proxy_headers:
+        host = _forwarded(request, "x-forwarded-host") or host
+    return f"{scheme}://{host}".lower()
+
+
+def same_origin(request: Request, settings: Settings) -> bool:
+    """The form was posted by a page of this console: Origin (else Referer) is ours."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        referer = urlsplit(request.headers.get("referer", ""))
+        if not referer.scheme or not referer.netloc:
+            return False
+        origin = f"{referer.scheme}://{referer.netloc}"
+    return origin.lower() == own_origin(request, settings)
+
+
+def _session_user(ctx: AppContext, key: str | None) -> LoggedIn | None:
+    if not key:
+        return None
+    settings = ctx.settings
+    with ctx.db.read() as session:
+        found = people.session_user(
+            session,
+            key,
+            idle_seconds=settings.console_session_idle_seconds,
+            max_seconds=settings.console_session_max_seconds,
+        )
+    if found is not None and found.stale:
+        with ctx.db.transaction() as session:
+            people.touch_session(session, found.session_id)
+    return found
+
+
+def require_login(request: Request, ctx: Context) -> LoggedIn:
+    """The logged-in user; anyone else is sent to the login page."""
+    user = _session_user(ctx, request.cookies.get(COOKIE))
+    if user is None:
         if request.method != "GET":  # a form posted after the session ended: start afresh
             raise LoginRequired(f"{PREFIX}/orders")
         query = f"?{request.url.query}" if request.url.query else ""
         raise LoginRequired(request.url.path + query)
-    return ACTOR
+    request.state.console_user = user
+    return user
 
 
-Admin = Annotated[str, Depends(require_login)]
+async def require_form(request: Request, ctx: Context) -> LoggedIn:
+    """A form post: from our own origin, by a logged-in user, with their session's CSRF token."""
+    if not same_origin(request, ctx.settings):
+        raise FormRefused()
+    user = await run_in_threadpool(require_login, request, ctx)
+    form = await request.form()
+    token = form.get("csrf_token")
+    if not isinstance(token, str) or not secrets.compare_digest(
+        token.encode("utf-8", "surrogateescape"), user.csrf_token.encode()
+    ):
+        raise FormRefused()
+    return user
+
+
+User = Annotated[LoggedIn, Depends(require_login)]
+Poster = Annotated[LoggedIn, Depends(require_form)]
 
 
 def safe_next(value: str | None) -> str:
-    """Only ever send a freshly logged-in admin to a console page (no open redirect)."""
+    """Only ever send a freshly logged-in user to a console page (no open redirect)."""
     default = f"{PREFIX}/orders"
     if not value:
         return default
@@ -211,18 +293,16 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def logged_in(request: Request, ctx: AppContext, next_url: str | None) -> Response:
-    response = redirect(safe_next(next_url))
+def _set_cookie(response: Response, request: Request, settings: Settings, key: str) -> None:
     response.set_cookie(
         COOKIE,
-        session_cookie(ctx),
-        max_age=SESSION_SECONDS,
+        key,
+        max_age=int(settings.console_session_max_seconds),
         path=PREFIX,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=settings.secure_cookies or secure_request(request, settings),
     )
-    return response
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -232,50 +312,78 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 @router.get("")
 @router.get("/")
-def home(_: Admin) -> Response:
+def home(_: User) -> Response:
     return redirect(f"{PREFIX}/orders")
 
 
 @router.get("/login")
 def login_page(
-    request: Request, ctx: Context, token: str | None = None, next: str | None = None
+    request: Request, ctx: Context, next: str | None = None, token: str | None = None
 ) -> Response:
-    if token is not None:  # the demo's printed link: /console/login?token=…
-        if token_matches(ctx, token):
-            return logged_in(request, ctx, next)
-        return render(
-            request, "login.html", {"error": "That token is not right.", "next": next}, 401
-        )
-    if session_valid(ctx, request.cookies.get(COOKIE)):
+    if _session_user(ctx, request.cookies.get(COOKIE)) is not None:
         return redirect(safe_next(next))
-    return render(request, "login.html", {"error": None, "next": next})
+    notice = (
+        "Links with a token no longer log in: enter your user name and password."
+        if token is not None
+        else None
+    )
+    return render(request, "login.html", {"error": None, "notice": notice, "next": next})
 
 
 @router.post("/login")
 def login(
     request: Request,
     ctx: Context,
-    token: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "",
 ) -> Response:
-    if token_matches(ctx, token.strip()):
-        return logged_in(request, ctx, next)
-    message = "That token is not right." if token.strip() else "Enter the admin token."
-    return render(request, "login.html", {"error": message, "next": next}, 401)
+    if not same_origin(request, ctx.settings):
+        raise FormRefused()
+    name = name.strip().lower()
+    settings = ctx.settings
+    with ctx.db.transaction() as session:
+        who = people.authenticate(session, name, password) if name and password else None
+        key = people.start_session(session, who) if who is not None else None
+        if key is not None:  # sweep sessions that ended by themselves (idle or too old)
+            people.forget_stale_sessions(
+                session,
+                idle_seconds=settings.console_session_idle_seconds,
+                max_seconds=settings.console_session_max_seconds,
+            )
+    if key is None:
+        message = (
+            "That user name and password do not match."
+            if name and password
+            else "Enter your user name and password."
+        )
+        context = {"error": message, "notice": None, "next": next, "name": name}
+        return render(request, "login.html", context, 401)
+    response = redirect(safe_next(next))
+    _set_cookie(response, request, settings, key.key)
+    return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request, ctx: Context, _: Poster) -> Response:
+    """Ends the session in the database: the cookie is worthless from now on."""
+    with ctx.db.transaction() as session:
+        people.end_session(session, request.cookies.get(COOKIE, ""))
     response = redirect(f"{PREFIX}/login")
     response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
     return response
+
+
+def _forbid(user: LoggedIn, doing: str) -> None:
+    if not user.who.can(Role.ADMIN):
+        raise NotAllowed(f"Your role ({user.who.role}) cannot {doing}; an admin can.")
 
 
 @router.get("/orders")
 def orders(
     request: Request,
     ctx: Context,
-    _: Admin,
+    _: User,
     status: str | None = None,
     before: str | None = None,
 ) -> Response:
@@ -348,7 +456,8 @@ def _new_order_form(
 
 
 @router.get("/orders/new")
-def new_order(request: Request, ctx: Context, _: Admin, q: str | None = None) -> Response:
+def new_order(request: Request, ctx: Context, user: User, q: str | None = None) -> Response:
+    _forbid(user, "place orders")
     return _new_order_form(request, ctx, q=q)
 
 
@@ -373,12 +482,13 @@ def _parse_lines(skus: list[str], quantities: list[str]) -> list[LineRequest]:
 def place_order(
     request: Request,
     ctx: Context,
-    actor: Admin,
+    user: Poster,
     customer_id: Annotated[str, Form()] = "",
     sku: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
     quantity: Annotated[list[str], Form()] = [],  # noqa: B006
     idempotency_key: Annotated[str, Form()] = "",
 ) -> Response:
+    _forbid(user, "place orders")
     key = idempotency_key.strip() or None
     entered = list(zip(sku, quantity + [""] * len(sku), strict=False))
     filled = [(s, q) for s, q in entered if s.strip() or q.strip()]
@@ -395,7 +505,7 @@ def place_order(
                         session,
                         customer_id=int(customer_id),
                         lines=lines,
-                        actor=actor,
+                        actor=user.who.actor,
                         idempotency_key=key,
                     )
                     order_id = order.id
@@ -436,7 +546,10 @@ def _sentence(message: str) -> str:
 NOTICES = {
     "placed": "Order placed. Payment is under way; this page follows it.",
     "already-placed": "This form had already placed this order; nothing new was created.",
-    "cancelled": "Order cancelled. Stock is released; any charge is refunded.",
+    "cancelled": "Order cancelled. Stock is released.",
+    "proposed": "Cancellation and refund proposed: another admin must approve it.",
+    "approved": "Approved: the action has been carried out.",
+    "rejected": "Proposal closed: nothing was done.",
 }
 
 
@@ -462,6 +575,8 @@ def _order_page(
             raise NotFound(f"no order {order_ref}")
         with ctx.db.read() as session:
             order = queries.order_view(session, order_id)
+            charged = service.charged_payment(session, order_id) is not None
+            pending = four_eyes.listing(session, order_id=order_id)
     except NotFound:
         return not_found(request, f"There is no order {order_ref}.")
     status = OrderStatus(order["status"])
@@ -473,6 +588,8 @@ def _order_page(
             "notice": NOTICES.get(notice or ""),
             "error": error,
             "cancellable": status in CANCELLABLE,
+            "charged": charged,
+            "proposals": pending,
             "terminal": status in TERMINAL,
             "refresh": status not in TERMINAL,
         },
@@ -482,7 +599,7 @@ def _order_page(
 
 @router.get("/orders/{order_ref}")
 def order_page(
-    request: Request, ctx: Context, _: Admin, order_ref: str, notice: str | None = None
+    request: Request, ctx: Context, _: User, order_ref: str, notice: str | None = None
 ) -> Response:
     return _order_page(request, ctx, order_ref, notice=notice)
 
@@ -491,18 +608,24 @@ def order_page(
 def cancel_order(
     request: Request,
     ctx: Context,
-    actor: Admin,
+    user: Poster,
     order_ref: str,
     reason: Annotated[str, Form()] = "",
 ) -> Response:
+    """Cancel; if the card was charged, propose it instead (a refund needs a second person)."""
+    _forbid(user, "cancel orders")
     order_id = _order_id(order_ref)
     if order_id is None:
         return not_found(request, f"There is no order {order_ref}.")
+    why = reason.strip()[:500] or f"cancelled by {user.name}"
     try:
         with ctx.db.transaction() as session:
-            service.cancel_order(
-                session, order_id, actor=actor, reason=reason.strip() or "cancelled by admin"
-            )
+            refund = four_eyes.is_refund(session, order_id)
+            if refund:
+                params = {"order_id": order_id}
+                four_eyes.propose(session, user.who, four_eyes.REFUND, params, why)
+            else:
+                service.cancel_order(session, order_id, actor=user.who.actor, reason=why)
     except NotFound:
         return not_found(request, f"There is no order {order_ref}.")
     except DomainError as exc:
@@ -513,11 +636,45 @@ def cancel_order(
             error=f"Not cancelled: {exc.message}.",
             status_code=exc.status_code,
         )
-    return redirect(f"{PREFIX}/orders/{order_id}?notice=cancelled")
+    return redirect(f"{PREFIX}/orders/{order_id}?notice={'proposed' if refund else 'cancelled'}")
+
+
+@router.post("/orders/{order_ref}/proposals/{proposal_id}/{decision}")
+def decide(
+    request: Request,
+    ctx: Context,
+    user: Poster,
+    order_ref: str,
+    proposal_id: int,
+    decision: str,
+) -> Response:
+    """The second person approves (the action runs now), or anyone admin rejects/withdraws."""
+    _forbid(user, "decide on proposals")
+    if decision not in ("approve", "reject"):
+        return not_found(request, "There is no such page in the console.")
+    try:
+        if decision == "approve":
+            four_eyes.approve_and_run(ctx.db, user.who, proposal_id)
+        else:
+            with ctx.db.transaction() as session:
+                four_eyes.reject(session, user.who, proposal_id)
+    except DomainError as exc:
+        return _order_page(
+            request, ctx, order_ref, error=_sentence(exc.message), status_code=exc.status_code
+        )
+    notice = "approved" if decision == "approve" else "rejected"
+    return redirect(f"{PREFIX}/orders/{order_ref}?notice={notice}")
+
+
+@router.get("/static/console.css")
+def style_sheet() -> Response:
+    """The style sheet (no login needed: the login page uses it too)."""
+    headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    return Response(STYLE_SHEET, media_type="text/css", headers=headers)
 
 
 @router.get("/mailbox")
-def mailbox(request: Request, ctx: Context, _: Admin) -> Response:
+def mailbox(request: Request, ctx: Context, _: User) -> Response:
     messages = None
     if ctx.mailbox is not None:
         messages = sorted(ctx.mailbox.messages(), key=lambda m: m.received_at, reverse=True)
@@ -535,7 +692,7 @@ def not_found(request: Request, message: str) -> Response:
 
 
 @router.get("/{rest:path}")
-def unknown_page(request: Request, _: Admin, rest: str) -> Response:
+def unknown_page(request: Request, _: User, rest: str) -> Response:
     return not_found(request, "There is no such page in the console.")
 
 
@@ -545,5 +702,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(_: Request, exc: LoginRequired) -> Response:
         return redirect(f"{PREFIX}/login?next={quote(exc.next_url, safe='/')}")
+
+    @app.exception_handler(FormRefused)
+    async def form_refused(request: Request, _: FormRefused) -> Response:
+        message = (
+            "This form did not come from this console's page, or the page is out of date. "
+            "Reload the page and try again."
+        )
+        return render(request, "forbidden.html", {"message": message}, 403)
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(request: Request, exc: NotAllowed) -> Response:
+        return render(request, "forbidden.html", {"message": str(exc)}, 403)
 
     app.include_router(router)

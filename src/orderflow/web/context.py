@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -14,6 +15,8 @@ from orderflow.backpressure import Gauge
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.orders.group_commit import GroupCommit
+from orderflow.people import service as people
+from orderflow.people.roles import BOOTSTRAP, Principal, Role
 from orderflow.shipping.webhook_commit import WebhookCommit
 
 
@@ -51,23 +54,65 @@ Context = Annotated[AppContext, Depends(get_context)]
 
 
 def token_matches(ctx: AppContext, token: str | None) -> bool:
+    """Whether `token` is the configured bootstrap token (ORDERFLOW_ADMIN_TOKEN)."""
     expected = ctx.settings.admin_token
-    return bool(expected and token and hmac.compare_digest(token.encode(), expected.encode()))
+    return bool(
+        expected
+        and token
+        and hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode())
+    )
 
 
-def admin_of(ctx: AppContext, authorization: str | None) -> str:
-    """The acting admin's name for the history; 401 without the right bearer token."""
+def _bearer(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token_matches(ctx, token.strip()):
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
-    return "admin:api"
+    return token.strip()
 
 
-async def require_admin(ctx: Context, authorization: Annotated[str | None, Header()] = None) -> str:
-    return admin_of(ctx, authorization)
+def personal_token_principal(ctx: AppContext, token: str) -> Principal:
+    """The user of a personal token (a database look-up: revocation, expiry and a disabled
+    user take effect at once); 401 for anything else."""
+    with ctx.db.read() as session:
+        found = people.token_principal(session, token)
+    if found is None:
+        raise Unauthorized()
+    if found.stale:
+        with ctx.db.transaction() as session:
+            people.touch_token(session, found.token_id)
+    return found.who
 
 
-Admin = Annotated[str, Depends(require_admin)]
+async def authenticate(ctx: AppContext, authorization: str | None) -> Principal:
+    """Who is calling: the bootstrap token (checked in memory), or a personal token (looked up
+    off the event loop); 401 otherwise."""
+    token = _bearer(authorization)
+    if token_matches(ctx, token):
+        return BOOTSTRAP
+    if not people.TOKEN_SHAPE.match(token):
+        raise Unauthorized()
+    return await asyncio.to_thread(personal_token_principal, ctx, token)
+
+
+def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, if their role is at least `role`; else 401 or 403."""
+
+    async def dependency(
+        ctx: Context, authorization: Annotated[str | None, Header()] = None
+    ) -> Principal:
+        who = await authenticate(ctx, authorization)
+        who.require(role)
+        return who
+
+    return dependency
+
+
+# Route classes: reading (viewer), investigating and fixing non-payment work (support),
+# everything else (admin). A route that decides more itself (payment work, four-eyes) takes
+# the caller and asks `who.can(...)`.
+Viewer = Annotated[Principal, Depends(requires(Role.VIEWER))]
+Support = Annotated[Principal, Depends(requires(Role.SUPPORT))]
+Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]
 
 
 def read_session(ctx: Context) -> Iterator[Session]:

@@ -89,7 +89,7 @@ def install(app: FastAPI) -> None:
         return error_response(
             401,
             "unauthorized",
-            "a valid admin bearer token is required",
+            "a valid bearer token is required (the admin token or a personal token)",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from orderflow.audit import bundle, investigation, signing
-from orderflow.web.context import Admin, Context, ReadSession
+from orderflow.web.context import Context, ReadSession, Support, Viewer
 
 router = APIRouter(tags=["audit"])
 
@@ -22,14 +22,14 @@ def _anchor_key(ctx: Context) -> bytes | None:
 
 
 @router.get("/orders/{order_id}/audit")
-def order_audit(order_id: int, session: ReadSession, ctx: Context, _: Admin) -> dict[str, Any]:
+def order_audit(order_id: int, session: ReadSession, ctx: Context, _: Viewer) -> dict[str, Any]:
     """The order's hash-chained entries as stored, and the integrity verdict."""
     return investigation.audit_view(session, order_id, _anchor_key(ctx))
 
 
 @router.get("/orders/{order_id}/investigation")
 def order_investigation(
-    order_id: int, session: ReadSession, ctx: Context, _: Admin
+    order_id: int, session: ReadSession, ctx: Context, _: Support
 ) -> dict[str, Any]:
     """Summary, plain-language timeline, integrity, failures, payments, carrier events, e-mails."""
     return investigation.investigation(session, order_id, _anchor_key(ctx))
@@ -40,7 +40,7 @@ def dispute_bundle(
     order_id: int,
     session: ReadSession,
     ctx: Context,
-    _: Admin,
+    _: Support,
     format: str = Query("json", pattern="^(json|html)$"),
 ) -> dict[str, Any] | HTMLResponse:
     """The evidence bundle (JSON, checkable offline with verify_bundle.py) or its HTML page."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from orderflow.catalog import service
 from orderflow.catalog.models import Customer, Product
 from orderflow.web.api.schemas import CustomerIn, ProductIn
-from orderflow.web.context import Admin, Context, ReadSession
+from orderflow.web.context import Admin, Context, ReadSession, Viewer
 
 router = APIRouter(tags=["catalog"])
 
@@ -53,14 +53,14 @@ def create_customer(body: CustomerIn, ctx: Context, _: Admin) -> dict[str, Any]:
 
 
 @router.get("/customers/{customer_id}")
-def get_customer(customer_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
+def get_customer(customer_id: int, session: ReadSession, _: Viewer) -> dict[str, Any]:
     return customer_json(service.get_customer(session, customer_id))
 
 
 @router.get("/customers")
 def search_customers(
     session: ReadSession,
-    _: Admin,
+    _: Viewer,
     q: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
@@ -74,10 +74,10 @@ def create_product(body: ProductIn, ctx: Context, _: Admin) -> dict[str, Any]:
 
 
 @router.get("/products/{sku}")
-def get_product(sku: str, session: ReadSession, _: Admin) -> dict[str, Any]:
+def get_product(sku: str, session: ReadSession, _: Viewer) -> dict[str, Any]:
     return product_json(service.get_product(session, sku))
 
 
 @router.get("/products")
-def list_products(session: ReadSession, _: Admin) -> dict[str, Any]:
+def list_products(session: ReadSession, _: Viewer) -> dict[str, Any]:
     return {"data": [product_json(p) for p in service.list_products(session)]}

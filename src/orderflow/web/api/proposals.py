@@ -1,0 +1,73 @@
+"""Four-eyes proposals: propose a dangerous action, list, approve (it runs), reject."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from orderflow.people import four_eyes
+from orderflow.web.context import Admin, Context, ReadSession, Viewer
+
+router = APIRouter(tags=["four-eyes"])
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class ProposalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(description="refund | discard | bulk_redrive")
+    params: dict[str, Any] = Field(
+        description='refund: {"order_id"}; discard: {"task_id"}; bulk_redrive: the filter '
+        '({"step", "cause", "dependency", "since", "until"}) and "batch", "pace_seconds"'
+    )
+    reason: Reason
+
+
+class RejectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+@router.post("/proposals", status_code=201)
+def propose(body: ProposalIn, ctx: Context, who: Admin) -> dict[str, Any]:
+    """Store the action as pending; another admin must approve it before it runs."""
+    with ctx.db.transaction() as session:
+        return four_eyes.view(
+            four_eyes.propose(session, who, body.action, body.params, body.reason)
+        )
+
+
+@router.get("/proposals")
+def list_proposals(
+    session: ReadSession,
+    _: Viewer,
+    status: str | None = Query("pending", pattern="^(pending|approved|rejected|failed|all)$"),
+    order_id: int | None = None,
+) -> dict[str, Any]:
+    chosen = None if status == "all" else status
+    return {"data": four_eyes.listing(session, status=chosen, order_id=order_id)}
+
+
+@router.get("/proposals/{proposal_id}")
+def show_proposal(proposal_id: int, session: ReadSession, _: Viewer) -> dict[str, Any]:
+    return four_eyes.get(session, proposal_id)
+
+
+@router.post("/proposals/{proposal_id}/approve")
+def approve(proposal_id: int, ctx: Context, who: Admin) -> dict[str, Any]:
+    """A second person (not the proposer) approves: the action runs now, once."""
+    return four_eyes.approve_and_run(ctx.db, who, proposal_id)
+
+
+@router.post("/proposals/{proposal_id}/reject")
+def reject(
+    proposal_id: int, ctx: Context, who: Admin, body: RejectIn | None = None
+) -> dict[str, Any]:
+    with ctx.db.transaction() as session:
+        return four_eyes.view(
+            four_eyes.reject(session, who, proposal_id, body.note if body else "")
+        )
