@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
 
 @dataclass
 class Head:
@@ -42,6 +45,7 @@ class Deferred:
     # Work that reads the batch's state once for all its steps, run when it is written.
     before_flush: dict[str, Callable[[], None]] = field(default_factory=dict)
     booked: dict[str, Any] = field(default_factory=dict)  # shipments booked by the batch
+    rows: dict[type[Any], list[dict[str, Any]]] = field(default_factory=dict)  # new, by model
 
     def pop_booked(self) -> dict[str, Any]:
         booked, self.booked = self.booked, {}
@@ -53,6 +57,24 @@ _current: ContextVar[Deferred | None] = ContextVar("orderflow_deferred", default
 
 def current() -> Deferred | None:
     return _current.get()
+
+
+def add(session: Session, model: type[Any], values: dict[str, Any]) -> None:
+    """A new row that nothing reads back before the commit (history, outbox): added to the
+    session at once outside a batch; inside one, written with the batch's others of its
+    table in one statement (no ORM object, no id fetched)."""
+    batch = current()
+    if batch is None:
+        session.add(model(**values))
+    else:
+        batch.rows.setdefault(model, []).append(values)
+
+
+def flush_rows(session: Session, batch: Deferred) -> None:
+    for model, rows in batch.rows.items():
+        if rows:
+            session.execute(insert(model), rows)
+    batch.rows.clear()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from orderflow import deferred
 from orderflow.clock import now
 from orderflow.db import Base, BigId, UTCDateTime
 
@@ -25,4 +26,5 @@ class OutboxEvent(Base):
 
 
 def emit(session: Session, topic: str, order_id: int | None, payload: dict[str, Any]) -> None:
-    session.add(OutboxEvent(topic=topic, order_id=order_id, payload=payload))
+    values = {"topic": topic, "order_id": order_id, "payload": payload, "created_at": now()}
+    deferred.add(session, OutboxEvent, values)

@@ -6,14 +6,19 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+import sqlalchemy
 from sqlalchemy import select
 
 from orderflow.shipping.bobs_post import Booking
 from orderflow.shipping.models import CarrierEvent
 from orderflow.shipping.signature import HEADER, sign
+from orderflow.shipping.tracking import Observation
+from orderflow.shipping.webhook_commit import WebhookCommit
 from orderflow.tasks.queue import ClaimedTask
 from tests.support.stack import Stack, start_stack
 
@@ -247,3 +252,55 @@ def test_webhook_racing_its_booking_commit_is_applied_when_the_booking_commits(
         outcomes = session.scalars(select(CarrierEvent.outcome)).all()
     assert outcomes == ["applied"]
     assert stack.order(order["id"])["status"] == "shipped"
+
+
+def test_webhooks_arriving_together_are_applied_as_one_group_each_on_its_own(
+    stack: Stack,
+) -> None:
+    """One group of webhooks: a few statements for all of them; each event is applied once (a
+    duplicate inside the group too), an unknown shipment's is kept, a poisoned one fails alone."""
+    stack.outside.carrier_switches(progress_seconds=3600, webhook_url=None)
+    customer = stack.customer()
+    stack.product("WIDGET", stock=10)
+    orders = [stack.place(customer, [("WIDGET", 1)]) for _ in range(4)]
+    shipped = [stack.work_until_status(o["id"], "scheduled")["shipment"] for o in orders]
+    at = datetime(2026, 11, 22, 15, 4, 5, tzinfo=UTC)
+
+    def seen(i: int, status: str, event_id: str, when: datetime = at) -> Observation:
+        return Observation(
+            carrier="bobs_post",
+            event_id=event_id,
+            carrier_shipment_id=shipped[i]["shipment_id"],
+            reference=orders[i]["reference"],
+            carrier_status=status,
+            occurred_at=when,
+            source="webhook",
+        )
+
+    statements: list[str] = []
+    listen = sqlalchemy.event.listen
+    listen(stack.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    group = WebhookCommit(stack.db, poll_seconds=3600)
+    outcomes = group.run_group(
+        [seen(i, "collected", f"g-{i}") for i in range(4)]
+        + [seen(i, "in_transit", f"g-t{i}") for i in range(4)]
+    )
+    assert outcomes == ["applied"] * 8
+    assert len(statements) <= 14, "\n".join(s.split("\n")[0][:90] for s in statements)
+
+    stray = replace(seen(0, "collected", "g-x"), carrier_shipment_id="bp_shp_nobody")
+    poisoned = seen(1, "delivered", "g-bad", when=at.replace(tzinfo=None))  # naive: refused
+    outcomes = group.run_group(
+        [seen(2, "complete", "g-c2"), seen(2, "complete", "g-c2"), stray, poisoned]
+    )
+    assert outcomes[:3] == ["applied", "duplicate", "unmatched"]
+    assert isinstance(outcomes[3], sqlalchemy.exc.StatementError)
+    assert "naive datetime" in str(outcomes[3])
+    group.close()
+    with stack.db.read() as session:
+        stored = session.scalars(select(CarrierEvent.event_id)).all()
+    assert sorted(stored) == sorted(
+        [f"g-{i}" for i in range(4)] + [f"g-t{i}" for i in range(4)] + ["g-c2", "g-x"]
+    )
+    stack.work_until_status(orders[2]["id"], "delivered")
+    assert stack.order(orders[1]["id"])["status"] == "shipped"

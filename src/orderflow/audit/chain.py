@@ -219,7 +219,7 @@ def append(
         "details": details,
     }
     digest = entry_hash(**fields, prev_hash=head.hash)
-    session.add(AuditEntry(**fields, prev_hash=head.hash, hash=digest))
+    deferred.add(session, AuditEntry, {**fields, "prev_hash": head.hash, "hash": digest})
     batch = deferred.current()
     held = batch.heads.get(order_id) if batch is not None else None
     if held is not None:  # a row this batch locked: moved once, when the batch flushes

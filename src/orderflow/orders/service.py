@@ -82,6 +82,7 @@ def deferred_writes(session: Session) -> Iterator[Callable[[], None]]:
             while batch.before_flush:
                 batch.before_flush.popitem()[1]()
             session.flush()
+            deferred.flush_rows(session, batch)
             chain.flush_heads(session, batch)
             queue.flush_deferred(session, batch)
 
