@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -134,6 +136,27 @@ def test_the_backlog_drains_no_faster_than_the_carrier_allows(paced_stack: Stack
     stats = stack.outside.carrier_stats()
     assert stats["requests_by_status"].get("429", 0) == 0
     assert elapsed >= (30 - 8) / 8 * 0.9  # one second of burst, then 8/s
+
+
+def test_paced_calls_go_out_at_their_slots_not_in_a_burst(paced_stack: Stack) -> None:
+    """Eight bookings claimed together at a pace of 8/s reach the carrier spread over about a
+    second, each at its own slot on the shared schedule, not all at once."""
+    stack = paced_stack
+    stack.outside.carrier_switches(progress_seconds=3600, webhook_url=None)
+    customer = stack.customer()
+    stack.product("WIDGET", stock=50)
+    started = time.time()
+    orders = [stack.place(customer, [("WIDGET", 1)]) for _ in range(8)]
+    for order in orders:
+        stack.work_until_status(order["id"], "scheduled", timeout=30)
+    log = httpx.get(f"{stack.outside.carrier.url}/_sim/requests", params={"since": started}).json()[
+        "requests"
+    ]
+    sent = [t for t, kind, status in log if kind == "POST /v1/shipments" and status == 201]
+    assert len(sent) == 8
+    assert max(sent) - min(sent) >= 0.7  # slots 1/8 s apart; a burst arrives within ~0.1 s
+    gaps = [b - a for a, b in pairwise(sent)]
+    assert max(gaps) < 0.5
 
 
 def test_429_with_retry_after_slows_every_worker_down(database_url: str) -> None:

@@ -34,7 +34,8 @@ def test_a_very_long_outage_does_not_overflow() -> None:
 
 
 def test_pacing_halves_on_429_and_recovers_a_tenth_per_second() -> None:
-    """AIMD: each 429 halves the shared pace (down to a floor); it climbs back 10 %/s."""
+    """AIMD: a batch refused whole halves the shared pace (down to a floor), one 429 among
+    many slows it in proportion; it climbs back 10 %/s."""
     from datetime import UTC, datetime, timedelta
 
     from orderflow.dependencies.policy import MIN_RATE_FACTOR, recovered, slowed
@@ -42,6 +43,8 @@ def test_pacing_halves_on_429_and_recovers_a_tenth_per_second() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     assert slowed(1.0) == 0.5
     assert slowed(MIN_RATE_FACTOR) == MIN_RATE_FACTOR
+    assert slowed(1.0, share=1 / 40) == 0.975
+    assert slowed(0.8, share=0.9) == 0.4
     assert recovered(0.5, t0, t0 + timedelta(seconds=0.5)) == 0.5
     assert recovered(0.5, t0, t0 + timedelta(seconds=3)) == 0.8
     assert recovered(0.5, t0, t0 + timedelta(seconds=60)) == 1.0

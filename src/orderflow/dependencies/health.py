@@ -11,7 +11,7 @@ schedule out by its Retry-After, for every worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select
@@ -94,13 +94,22 @@ def budget(
     return Budget(policy.name, min(wanted, room), probe=False)
 
 
-def consume(session: Session, policy: DependencyPolicy, requests: int) -> None:
-    """Book `requests` on the shared pacing schedule (row already locked by `budget`)."""
+def consume(
+    session: Session, policy: DependencyPolicy, requests: int
+) -> tuple[datetime, timedelta] | None:
+    """Book `requests` on the shared pacing schedule (row already locked by `budget`); returns
+    when the first of them may go out and the gap between them (None: not paced)."""
     if requests == 0 or policy.rate_per_second is None:
-        return
+        return None
     row = session.get(Dependency, policy.name)
-    if row is not None:
-        row.paced_until = paced_after(policy, row.paced_until, now(), requests, row.rate_factor)
+    if row is None:
+        return None
+    at = now()
+    first = max(row.paced_until or at, at)
+    until = paced_after(policy, row.paced_until, at, requests, row.rate_factor)
+    assert until is not None  # paced: a rate is set
+    row.paced_until = until
+    return first, (until - first) / requests
 
 
 def record_success(session: Session, name: str, *, throttled: bool = False) -> None:
@@ -137,12 +146,15 @@ def record_failure(session: Session, policy: DependencyPolicy, error: str, calls
         row.next_probe_at = at + timedelta(seconds=policy.probe_seconds)
 
 
-def throttle(session: Session, policy: DependencyPolicy, retry_after: float | None) -> None:
-    """A 429: nobody calls this dependency before Retry-After, and then at half the pace."""
+def throttle(
+    session: Session, policy: DependencyPolicy, retry_after: float | None, share: float = 1.0
+) -> None:
+    """429s for `share` of a batch's calls: nobody calls this dependency before Retry-After,
+    and then at a slower pace (see `policy.slowed`)."""
     wait = retry_after if retry_after is not None else 1.0
     row = session.get(Dependency, policy.name, with_for_update=True, populate_existing=True)
     if row is not None:
-        row.rate_factor, row.rate_changed_at = slowed(row.rate_factor), now()
+        row.rate_factor, row.rate_changed_at = slowed(row.rate_factor, share), now()
         log.info(
             "dependency.throttled",
             dependency=policy.name,

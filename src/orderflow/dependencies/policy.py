@@ -56,8 +56,10 @@ def paced_after(
     return due + timedelta(seconds=requests / (policy.rate_per_second * factor))
 
 
-def slowed(factor: float) -> float:
-    return max(MIN_RATE_FACTOR, factor / 2)
+def slowed(factor: float, share: float = 1.0) -> float:
+    """The pace after 429s for `share` of a batch's calls: down in proportion, at most halved
+    (one 429 among forty calls is a nudge, a batch refused whole is a wall)."""
+    return max(MIN_RATE_FACTOR, factor * max(0.5, 1.0 - share))
 
 
 def recovered(factor: float, changed_at: datetime | None, now: datetime) -> float:

@@ -33,7 +33,7 @@ from orderflow.backpressure import NORMAL, Gauge
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies import health
-from orderflow.dependencies.policy import DependencyPolicy
+from orderflow.dependencies.policy import BURST_SECONDS, DependencyPolicy
 from orderflow.observability.metrics import STEP_SECONDS
 from orderflow.orders import queries, service
 from orderflow.orders.models import order_reference
@@ -55,6 +55,9 @@ from orderflow.tasks.step import Reschedule, Step
 log = structlog.get_logger("orderflow.worker")
 
 _NOTHING = object()
+MAX_SLOT_WAIT = (
+    2 * BURST_SECONDS
+)  # slots are handed out at most a burst ahead; a bound all the same
 
 
 @dataclass
@@ -65,6 +68,7 @@ class _Run:
     error: BaseException | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    not_before: datetime | None = None  # its slot on the dependency's pacing schedule
 
 
 class Worker:
@@ -139,10 +143,10 @@ class Worker:
         token = f"{self.name}/{self._batches}"
         behind = self.pressure is not None and self.pressure.current().state != NORMAL
         with self.db.transaction() as session:
-            claimed = self._claim(session, token, strict_lanes=behind)
+            claimed, slots = self._claim(session, token, strict_lanes=behind)
         if not claimed:
             return 0
-        runs = [_Run(task) for task in claimed]
+        runs = [_Run(task, not_before=slots.get(task.id)) for task in claimed]
         with self.db.read() as session:
             loaded = queries.preload(session, {r.task.order_id for r in runs if r.task.order_id})
             for run in runs:
@@ -168,7 +172,9 @@ class Worker:
                 self._report_health(session, reports)
         return len(runs)
 
-    def _claim(self, session: Session, token: str, strict_lanes: bool = False) -> list[ClaimedTask]:
+    def _claim(
+        self, session: Session, token: str, strict_lanes: bool = False
+    ) -> tuple[list[ClaimedTask], dict[int, datetime]]:
         """Claim per dependency: none while its breaker is open (but a probe), paced at its rate.
 
         Dependencies that could take a whole batch are claimed together, oldest first, in one
@@ -206,10 +212,17 @@ class Worker:
                     claimed += self._claim_kinds(session, token, room, kinds)
         elif unrationed and room > 0:
             claimed += self._claim_kinds(session, token, room, unrationed)
+        # Each paced call gets its own slot on the shared schedule and goes out then, not with
+        # the rest of its batch: the dependency sees the rate, not bursts of it.
+        slots: dict[int, datetime] = {}
         calls = Counter(self._dependency_of.get(task.kind) for task in claimed)
         for dependency, count in sorted((d, n) for d, n in calls.items() if d is not None):
-            health.consume(session, self.dependencies[dependency], count)
-        return claimed
+            schedule = health.consume(session, self.dependencies[dependency], count)
+            if schedule is not None:
+                first, gap = schedule
+                mine = [t for t in claimed if self._dependency_of.get(t.kind) == dependency]
+                slots.update((t.id, first + i * gap) for i, t in enumerate(mine))
+        return claimed, slots
 
     def _claim_kinds(
         self, session: Session, token: str, limit: int, kinds: list[str]
@@ -255,7 +268,7 @@ class Worker:
                 retry_after = max(
                     (e.retry_after or 0.0) for e in throttled if isinstance(e, TransientError)
                 )
-                health.throttle(session, policy, retry_after or None)
+                health.throttle(session, policy, retry_after or None, len(throttled) / len(batch))
 
     def _step(self, task: ClaimedTask) -> Step:
         step = self.steps.get(task.kind)
@@ -270,6 +283,10 @@ class Worker:
             run.error = exc
 
     def _perform(self, run: _Run) -> None:
+        if run.not_before is not None and run.work is not None:
+            wait = (run.not_before - now()).total_seconds()
+            if wait > 0:
+                time.sleep(min(wait, MAX_SLOT_WAIT))
         run.started_at = now()
         try:
             if run.work is not None:
