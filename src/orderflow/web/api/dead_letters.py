@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
@@ -11,19 +10,27 @@ from orderflow.deadletters import queries, service
 from orderflow.deadletters.queries import Filter
 from orderflow.web.api.schemas import BulkRedriveIn, DiscardIn
 from orderflow.web.context import Admin, Context, ReadSession
+from orderflow.web.openapi import READ, WRITE, errors, get_operation, link, success
+from orderflow.web.params import NO_NUL, UTC_DESCRIPTION, UtcDateTime, known_id
 
 router = APIRouter(tags=["dead letters"])
 
+REDRIVE = "/api/v1/dead-letters/redrives/{redrive_id}"
 
-@router.get("/dead-letters")
+
+def _text() -> Any:
+    return Query(None, max_length=200, pattern=NO_NUL)
+
+
+@router.get("/dead-letters", responses=errors(*READ, 422))
 def list_dead_letters(
     session: ReadSession,
     _: Admin,
-    step: str | None = None,
-    cause: str | None = None,
-    dependency: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    step: str | None = _text(),
+    cause: str | None = _text(),
+    dependency: str | None = _text(),
+    since: UtcDateTime | None = Query(None, description=UTC_DESCRIPTION),
+    until: UtcDateTime | None = Query(None, description=UTC_DESCRIPTION),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     flt = Filter(step=step, cause=cause, dependency=dependency, since=since, until=until)
@@ -35,17 +42,34 @@ def list_dead_letters(
     }
 
 
-@router.get("/dead-letters/redrives/{redrive_id}")
+@router.get("/dead-letters/redrives/{redrive_id}", responses=errors(*READ, 404, 422))
 def bulk_redrive_progress(redrive_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
-    return service.bulk_progress(session, redrive_id)
+    return service.bulk_progress(session, known_id(redrive_id, "bulk redrive"))
 
 
-@router.get("/dead-letters/{task_id}")
+@router.get("/dead-letters/{task_id}", responses=errors(*READ, 404, 422))
 def show_dead_letter(task_id: int, session: ReadSession, _: Admin) -> dict[str, Any]:
-    return queries.detail(session, task_id)
+    return queries.detail(session, known_id(task_id, "dead letter"))
 
 
-@router.post("/dead-letters/redrive")
+@router.post(
+    "/dead-letters/redrive",
+    responses={
+        **success(200, "dry run: what would go round again"),
+        **success(
+            202,
+            "the bulk redrive, started (Location: its progress)",
+            links={
+                "GetRedriveProgress": link(
+                    get_operation(REDRIVE),
+                    "the progress of the redrive just started",
+                    redrive_id="$response.body#/id",
+                )
+            },
+        ),
+        **errors(*WRITE, 409),
+    },
+)
 def bulk_redrive(
     body: BulkRedriveIn, response: Response, ctx: Context, actor: Admin
 ) -> dict[str, Any]:
@@ -70,17 +94,19 @@ def bulk_redrive(
     return progress
 
 
-@router.post("/dead-letters/{task_id}/redrive")
+@router.post("/dead-letters/{task_id}/redrive", responses=errors(*WRITE, 404, 409))
 def redrive_dead_letter(task_id: int, ctx: Context, actor: Admin) -> dict[str, Any]:
+    known_id(task_id, "dead letter")
     with ctx.db.transaction() as session:
         service.redrive(session, task_id, actor=actor)
     return {"id": task_id, "status": "ready"}
 
 
-@router.post("/dead-letters/{task_id}/discard")
+@router.post("/dead-letters/{task_id}/discard", responses=errors(*WRITE, 404, 409))
 def discard_dead_letter(
     task_id: int, body: DiscardIn, ctx: Context, actor: Admin
 ) -> dict[str, Any]:
+    known_id(task_id, "dead letter")
     with ctx.db.transaction() as session:
         service.discard(session, task_id, actor=actor, reason=body.reason)
     return {"id": task_id, "status": "discarded"}
