@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orderflow.database_url import check_database_url
 
 
 class Settings(BaseSettings):
@@ -105,6 +107,11 @@ class Settings(BaseSettings):
     def intake_broker_url(self) -> str | None:
         """Where `orderflow intake` consumes: ORDERFLOW_INTAKE_URL, else the events broker."""
         return self.intake_url or self.broker_url
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str) -> str:
+        return check_database_url(value)
 
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> Settings:
