@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -259,6 +261,25 @@ def test_the_same_email_twice_is_409_naming_the_existing_customer(edge: Edge) ->
         body = {"name": "Grace", "email": again, "address": ADDRESS, "payment_method": "pm"}
         error = _refused(edge.api.post("/customers", json=body), 409)
         assert error["code"] == "customer_exists" and error["id"] == first, error
+    assert edge.count(Customer) == 1
+
+
+def test_the_same_email_at_once_from_many_clients_creates_one_customer(edge: Edge) -> None:
+    """Eight simultaneous creations of one address: one 201, seven 409s naming it."""
+    body = {"name": "Alan", "email": "alan@example.com", "address": ADDRESS, "payment_method": "p"}
+    start = threading.Barrier(8)
+
+    def create(_: int) -> httpx.Response:
+        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            start.wait()
+            return client.post(f"{edge.server.url}/api/v1/customers", json=body)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(create, range(8)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [409] * 7, [a.text for a in answers]
+    [created] = [a.json()["id"] for a in answers if a.status_code == 201]
+    assert {a.json()["error"]["id"] for a in answers if a.status_code == 409} == {created}
     assert edge.count(Customer) == 1
 
 
