@@ -158,9 +158,7 @@ def serve(host: str, port: int, migrate_first: bool, workers: int) -> None:
         if port == 0:
             raise click.ClickException("--workers needs a fixed --port")
         sys.exit(serve_processes("orderflow.web.asgi:app_from_environment", host, port, workers))
-    uvicorn.run(
-        app_from_environment(), host=host, port=port, log_level="warning", access_log=False
-    )
+    uvicorn.run(app_from_environment(), host=host, port=port, log_level="warning", access_log=False)
 
 
 @main.command()

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderflow import redaction
+from orderflow.database_url import check_database_url
 
 
 def _check_url(value: str, schemes: tuple[str, ...], *, whole_secret: bool) -> str:
@@ -140,19 +141,6 @@ class Settings(BaseSettings):
     intake_group_seconds: float = Field(0.1, ge=0)
     intake_transaction_seconds: float = Field(0.5, gt=0)
 
-    @field_validator("database_url")
-    @classmethod
-    def _database_url_parses(cls, value: str) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            make_url(value).port  # noqa: B018
-        except (ArgumentError, ValueError):
-            shown = redaction.masked_url(value)
-            raise ValueError(f"not a database URL (got {shown})") from None
-        return value
-
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url_parses(cls, value: str | None) -> str | None:
@@ -216,6 +204,11 @@ class Settings(BaseSettings):
     def intake_broker_url(self) -> str | None:
         """Where `orderflow intake` consumes: ORDERFLOW_INTAKE_URL, else the events broker."""
         return self.intake_url or self.broker_url
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str) -> str:
+        return check_database_url(value)
 
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> Settings:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     create_engine,
     event,
+    make_url,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,7 +65,7 @@ def make_engine(
     pool allows `pool_size` more connections than its size (`max_overflow`) unless told;
     SQLite keeps SQLAlchemy's default pool unless `max_overflow` is given."""
     if url.startswith("sqlite"):
-        in_memory = url in ("sqlite://", "sqlite:///:memory:")  # one connection, no queue
+        in_memory = make_url(url).database in (None, "", ":memory:")  # one connection, no queue
         pooling: dict[str, Any] = {} if in_memory else {"pool_timeout": pool_timeout}
         if max_overflow is not None and not in_memory:
             pooling.update(pool_size=pool_size, max_overflow=max_overflow)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -181,7 +183,23 @@ def start_outside_world(
     return Simulated(carrier, payments, mail), overrides
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The demo's listening socket, taken before anything starts or is printed: a busy port is
+    one clear error (and a non-zero exit), not a 'running' banner followed by a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({reason}): is another orderflow demo running? "
+            "Stop it, or choose another port with --port."
+        ) from None
+
+
 def run(settings: Settings, *, host: str, port: int, progress_seconds: float) -> None:
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
     api_url = f"http://{host}:{port}"
     outside, overrides = start_outside_world(api_url, progress_seconds=progress_seconds)
     token = settings.admin_token or secrets.token_urlsafe(18)
@@ -227,8 +245,9 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
         )
     )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
+        sock.close()
         stop.set()
         worker_thread.join(timeout=30)
         adapters.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ import httpx
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.schema import metadata
+from orderflow.web.app import create_app
 from tests.support.stack import Stack
 
 
@@ -98,3 +101,74 @@ def test_openapi_is_served(stack: Stack) -> None:
     spec = httpx.get(f"{stack.server.url}/openapi.json").json()
     assert "/api/v1/orders" in spec["paths"]
     assert "/webhooks/bobs-post" in spec["paths"]
+
+
+def test_a_malformed_or_unsupported_database_url_is_one_clear_line(tmp_path: Path) -> None:
+    """Unparseable, another database, an unknown driver or a bad port: the variable is named,
+    the URL (which may hold a password) is not echoed, no traceback, non-zero exit."""
+    for url in (
+        "not a url",
+        "mysql://u:s3cret@db/orderflow",
+        "postgresql+asyncpg://u:s3cret@db/orderflow",
+        "postgresql+psycopg://u:s3cret@db:port/orderflow",
+        "sqlite+nosuchdriver:///x.db",
+    ):
+        for command in ("migrate", "worker"):
+            result = _orderflow(command, ORDERFLOW_DATABASE_URL=url)
+            assert result.returncode != 0, (url, command)
+            assert "ORDERFLOW_DATABASE_URL" in result.stderr, (url, result.stderr)
+            assert "Traceback" not in result.stderr and "s3cret" not in result.stderr, url
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_demo_on_a_busy_port_fails_before_announcing_itself(tmp_path: Path) -> None:
+    """With the port taken, `orderflow demo` says so in one line and exits non-zero, without
+    first printing 'orderflow demo is running.' and a link that leads elsewhere."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = _orderflow(
+            "demo", "--port", str(port), ORDERFLOW_DATABASE_URL=f"sqlite:///{tmp_path}/demo.db"
+        )
+    assert result.returncode != 0
+    assert "is running" not in result.stdout and "console:" not in result.stdout
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_openapi_declares_errors_bearer_security_and_links(tmp_path: Path) -> None:
+    """Every /api/v1 operation lists 401 and 503 with the JSON error body; the token is a
+    bearer security scheme (not an optional header parameter); created things link to their
+    read operation."""
+    url = f"sqlite:///{tmp_path}/openapi.db"
+    app = create_app(Settings(_env_file=None, database_url=url, admin_token="t"), Database(url))
+    spec = app.openapi()
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <token>`: a personal token or ORDERFLOW_ADMIN_TOKEN",
+    }
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            params = [p["name"].lower() for p in operation.get("parameters", [])]
+            assert "authorization" not in params, where
+            responses = operation["responses"]
+            assert not any(s.startswith("5") and s != "503" for s in responses), where
+            for status, response in responses.items():
+                if path.startswith(("/api/", "/webhooks/")) and status[0] in "45":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == error_ref, (where, status)
+            if path.startswith("/api/v1/"):
+                assert operation["security"] == [{"bearerAuth": []}], where
+                assert {"401", "503"} <= set(responses), where
+            if method in ("post", "patch") and path.startswith("/api/v1/"):
+                assert {"413", "422"} <= set(responses), where
+    placed = spec["paths"]["/api/v1/orders"]["post"]["responses"]
+    assert {"409", "429"} <= set(placed)
+    link = placed["202"]["links"]["GetOrder"]
+    assert link["operationRef"] == "#/paths/~1api~1v1~1orders~1{order_id}/get"
+    assert link["parameters"] == {"order_id": "$response.body#/id"}
+    for path, name in (("/api/v1/customers", "GetCustomer"), ("/api/v1/products", "GetProduct")):
+        assert name in spec["paths"][path]["post"]["responses"]["201"]["links"], path
+    assert "404" in spec["paths"]["/api/v1/orders/{order_id}"]["get"]["responses"]

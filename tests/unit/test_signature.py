@@ -31,3 +31,19 @@ def test_bad_signatures_are_refused_with_a_reason(header: str | None, match: str
     """Missing, malformed, forged, tampered, replayed or future-dated: all refused."""
     with pytest.raises(BadSignature, match=match):
         verify("s3cret", BODY, header, now=1_000 + 99, tolerance=300)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"t={'9' * 401},v1={'0' * 64}",  # int → float overflow in the clock check
+        f"t=1000,v1=é{'0' * 63}",  # compare_digest refuses non-ASCII text
+        "t=1000,v1=" + "0" * 65,
+        "t=-1000,v1=" + "0" * 64,
+        "t=１０００,v1=" + "0" * 64,  # noqa: RUF001 (fullwidth digits are digits to int())
+    ],
+)
+def test_malformed_timestamps_and_digests_are_refused_not_crashed(header: str) -> None:
+    """A header no Bob's Post would send is a BadSignature, never another exception."""
+    with pytest.raises(BadSignature, match="malformed"):
+        verify("s3cret", BODY, header, now=1_000, tolerance=300)

@@ -29,7 +29,7 @@ from orderflow.tasks.models import Task, TaskStatus
 WEBHOOKS = Counter(
     "orderflow_webhooks_total",
     "Carrier webhooks received, by what became of them",
-    ["outcome"],  # applied | duplicate | stale | unknown_status | unmatched | rejected
+    ["outcome"],  # applied | duplicate | stale | unknown_status | unmatched | rejected | unreadable
 )
 STEP_SECONDS = Histogram(
     "orderflow_step_duration_seconds",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 HEADER = "X-BobsPost-Signature"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # unix seconds: up to the year 33658
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # HMAC-SHA256 in hex
 
 
 class BadSignature(Exception):
@@ -25,13 +28,14 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 def verify(secret: str, body: bytes, header: str | None, now: float, tolerance: float) -> None:
     if not header:
         raise BadSignature("missing signature header")
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        timestamp = int(parts["t"])
-        given = parts["v1"]
-    except (KeyError, ValueError):
-        raise BadSignature("malformed signature header") from None
+    parts = dict(p.strip().split("=", 1) for p in header.split(",") if "=" in p)
+    stamp, given = parts.get("t", ""), parts.get("v1", "")
+    # Checked before any arithmetic or comparison: a 401-digit `t` overflows a float, and
+    # compare_digest refuses non-ASCII text.
+    if not (_TIMESTAMP.fullmatch(stamp) and _HEX_DIGEST.fullmatch(given)):
+        raise BadSignature("malformed signature header")
+    timestamp = int(stamp)
     if abs(now - timestamp) > tolerance:
         raise BadSignature(f"timestamp {timestamp} is more than {tolerance:.0f}s from our clock")
-    if not hmac.compare_digest(given, _digest(secret, timestamp, body)):
+    if not hmac.compare_digest(given.lower(), _digest(secret, timestamp, body)):
         raise BadSignature("signature does not match")

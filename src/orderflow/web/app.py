@@ -10,7 +10,7 @@ from orderflow import __version__
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.observability.metrics import registry_for
-from orderflow.web import console, errors, health, webhooks
+from orderflow.web import console, errors, health, openapi, webhooks
 from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders, proposals
 from orderflow.web.body_limit import BodyLimit
 from orderflow.web.context import AppContext
@@ -20,13 +20,15 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     app = FastAPI(
         title="orderflow",
         version=__version__,
-        description="Fault-tolerant order fulfilment. Bearer token on /api/v1 (the admin token or "
-        "a personal token: `orderflow tokens create`).",
+        description=(
+            "Fault-tolerant order fulfilment. Bearer token on /api/v1 (a personal token: "
+            "`orderflow tokens create`, or the admin token). Errors are JSON "
+            '`{"error": {"code", "message"}}` with an honest status.'
+        ),
     )
     app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
     app.state.metrics = registry_for(db, app.state.ctx.pressure)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(catalog.router, prefix="/api/v1")
     app.include_router(orders.router, prefix="/api/v1")
     app.include_router(audit.router, prefix="/api/v1")
@@ -36,4 +38,8 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
     app.include_router(webhooks.router)
     app.include_router(health.router)
     console.install(app)
+    openapi.install(app)
+    # Added last, so outermost: the size limit holds before authentication and parsing on
+    # every route (tests/integration/test_edge.py checks that it stays the outermost).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

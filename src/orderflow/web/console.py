@@ -43,6 +43,7 @@ from orderflow.people import service as people
 from orderflow.people.roles import Role
 from orderflow.people.service import LoggedIn
 from orderflow.web.context import AppContext, Context
+from orderflow.web.params import MAX_ID, parse_id
 
 PREFIX = "/console"
 COOKIE = "orderflow_console"
@@ -388,7 +389,7 @@ def orders(
     before: str | None = None,
 ) -> Response:
     chosen = status if status in STATUSES else None
-    cursor = int(before) if before and before.isdigit() else None
+    cursor = parse_id(before)
     with ctx.db.read() as session:
         rows, next_before = queries.list_orders(session, status=chosen, before=cursor, limit=50)
         ids = {row["customer_id"] for row in rows}
@@ -495,7 +496,7 @@ def place_order(
     try:
         if key is not None and len(key) > 255:
             raise Invalid("the form's Idempotency-Key is too long; reload the page")
-        if not customer_id.strip().isdigit():
+        if parse_id(customer_id) is None:
             raise Invalid("choose a customer", field="customer_id")
         lines = _parse_lines(sku, quantity)
         for attempt in (1, 2):
@@ -554,10 +555,11 @@ NOTICES = {
 
 
 def _order_id(value: str) -> int | None:
-    """An order's id, or its reference (ORD-000123)."""
-    if value.isdigit():
-        return int(value)
-    return parse_order_reference(value.strip().upper())
+    """An order's id, or its reference (ORD-000123); None if no order can have it."""
+    order_id = parse_id(value)
+    if order_id is None:
+        order_id = parse_order_reference(value.strip().upper())
+    return order_id if order_id is not None and order_id <= MAX_ID else None
 
 
 def _order_page(

@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
@@ -36,6 +36,7 @@ def error_body(exc: DomainError) -> dict[str, Any]:
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     if exc.field:
         body["field"] = exc.field
+    body.update((k, v) for k, v in exc.details.items() if k not in body)
     return body
 
 
@@ -80,6 +81,16 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "2"},
         )
 
+    # Input is checked at the edge (web/params.py, api/schemas.py); should a value the database
+    # cannot take still get through (SQLSTATE class 22: out of range, NUL, too long), it is the
+    # client's input all the same: a 422, logged so that the missing check gets added.
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("web.data_error", path=request.url.path, error=str(exc.orig)[:300])
+        return error_response(
+            422, "invalid_value", "a value in the request cannot be stored or compared"
+        )
+
     @app.exception_handler(IllegalTransition)
     async def illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
         return error_response(409, "illegal_transition", str(exc))
@@ -99,6 +110,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body (e.g. not UTF-8)
+            return error_response(422, "invalid_request", f"unreadable body: {exc.detail}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

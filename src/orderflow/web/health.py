@@ -28,7 +28,23 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/readyz", response_model=None)
+_NOT_READY = {
+    "type": "object",
+    "properties": {"status": {"const": "unavailable"}, "reason": {"type": "string"}},
+    "required": ["status", "reason"],
+}
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        503: {
+            "description": "the database cannot be reached or its schema is not current",
+            "content": {"application/json": {"schema": _NOT_READY}},
+        }
+    },
+)
 def readyz(ctx: Context) -> dict[str, Any] | JSONResponse:
     try:
         with ctx.db.engine.connect() as connection:

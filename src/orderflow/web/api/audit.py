@@ -9,6 +9,8 @@ from fastapi.responses import HTMLResponse
 
 from orderflow.audit import bundle, investigation, signing
 from orderflow.web.context import Context, ReadSession, Support, Viewer
+from orderflow.web.openapi import READ, errors
+from orderflow.web.params import OrderRef, order_id_of
 
 router = APIRouter(tags=["audit"])
 
@@ -21,23 +23,35 @@ def _anchor_key(ctx: Context) -> bytes | None:
     )
 
 
-@router.get("/orders/{order_id}/audit")
-def order_audit(order_id: int, session: ReadSession, ctx: Context, _: Viewer) -> dict[str, Any]:
+@router.get("/orders/{order_id}/audit", responses=errors(*READ, 404))
+def order_audit(
+    order_id: OrderRef, session: ReadSession, ctx: Context, _: Viewer
+) -> dict[str, Any]:
     """The order's hash-chained entries as stored, and the integrity verdict."""
-    return investigation.audit_view(session, order_id, _anchor_key(ctx))
+    return investigation.audit_view(session, order_id_of(order_id), _anchor_key(ctx))
 
 
-@router.get("/orders/{order_id}/investigation")
+@router.get("/orders/{order_id}/investigation", responses=errors(*READ, 404))
 def order_investigation(
-    order_id: int, session: ReadSession, ctx: Context, _: Support
+    order_id: OrderRef, session: ReadSession, ctx: Context, _: Support
 ) -> dict[str, Any]:
     """Summary, plain-language timeline, integrity, failures, payments, carrier events, e-mails."""
-    return investigation.investigation(session, order_id, _anchor_key(ctx))
+    return investigation.investigation(session, order_id_of(order_id), _anchor_key(ctx))
 
 
-@router.get("/orders/{order_id}/dispute-bundle", response_model=None)
+@router.get(
+    "/orders/{order_id}/dispute-bundle",
+    response_model=None,
+    responses={
+        200: {
+            "description": "the bundle as JSON, or as an HTML page with `format=html`",
+            "content": {"application/json": {}, "text/html": {"schema": {"type": "string"}}},
+        },
+        **errors(*READ, 404, 422),
+    },
+)
 def dispute_bundle(
-    order_id: int,
+    order_id: OrderRef,
     session: ReadSession,
     ctx: Context,
     _: Support,
@@ -45,7 +59,10 @@ def dispute_bundle(
 ) -> dict[str, Any] | HTMLResponse:
     """The evidence bundle (JSON, checkable offline with verify_bundle.py) or its HTML page."""
     data = bundle.build(
-        session, order_id, archive_dir=ctx.settings.audit_archive_dir, public_key=_anchor_key(ctx)
+        session,
+        order_id_of(order_id),
+        archive_dir=ctx.settings.audit_archive_dir,
+        public_key=_anchor_key(ctx),
     )
     if format == "html":
         return HTMLResponse(bundle.render_html(data))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
@@ -14,19 +13,27 @@ from orderflow.people.roles import Role
 from orderflow.tasks.models import Task
 from orderflow.web.api.schemas import BulkRedriveIn, DiscardIn
 from orderflow.web.context import Admin, Context, ReadSession, Support, Viewer
+from orderflow.web.openapi import READ, WRITE, errors, get_operation, link, success
+from orderflow.web.params import NO_NUL, UTC_DESCRIPTION, UtcDateTime, known_id
 
 router = APIRouter(tags=["dead letters"])
 
+REDRIVE = "/api/v1/dead-letters/redrives/{redrive_id}"
 
-@router.get("/dead-letters")
+
+def _text() -> Any:
+    return Query(None, max_length=200, pattern=NO_NUL)
+
+
+@router.get("/dead-letters", responses=errors(*READ, 422))
 def list_dead_letters(
     session: ReadSession,
     _: Viewer,
-    step: str | None = None,
-    cause: str | None = None,
-    dependency: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    step: str | None = _text(),
+    cause: str | None = _text(),
+    dependency: str | None = _text(),
+    since: UtcDateTime | None = Query(None, description=UTC_DESCRIPTION),
+    until: UtcDateTime | None = Query(None, description=UTC_DESCRIPTION),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     flt = Filter(step=step, cause=cause, dependency=dependency, since=since, until=until)
@@ -38,17 +45,34 @@ def list_dead_letters(
     }
 
 
-@router.get("/dead-letters/redrives/{redrive_id}")
+@router.get("/dead-letters/redrives/{redrive_id}", responses=errors(*READ, 404, 422))
 def bulk_redrive_progress(redrive_id: int, session: ReadSession, _: Viewer) -> dict[str, Any]:
-    return service.bulk_progress(session, redrive_id)
+    return service.bulk_progress(session, known_id(redrive_id, "bulk redrive"))
 
 
-@router.get("/dead-letters/{task_id}")
+@router.get("/dead-letters/{task_id}", responses=errors(*READ, 404, 422))
 def show_dead_letter(task_id: int, session: ReadSession, _: Viewer) -> dict[str, Any]:
-    return queries.detail(session, task_id)
+    return queries.detail(session, known_id(task_id, "dead letter"))
 
 
-@router.post("/dead-letters/redrive")
+@router.post(
+    "/dead-letters/redrive",
+    responses={
+        **success(200, "dry run: what would go round again"),
+        **success(
+            202,
+            "the bulk redrive, started (Location: its progress)",
+            links={
+                "GetRedriveProgress": link(
+                    get_operation(REDRIVE),
+                    "the progress of the redrive just started",
+                    redrive_id="$response.body#/id",
+                )
+            },
+        ),
+        **errors(*WRITE, 409),
+    },
+)
 def bulk_redrive(
     body: BulkRedriveIn, response: Response, ctx: Context, who: Support
 ) -> dict[str, Any]:
@@ -79,9 +103,10 @@ def bulk_redrive(
     return progress
 
 
-@router.post("/dead-letters/{task_id}/redrive")
+@router.post("/dead-letters/{task_id}/redrive", responses=errors(*WRITE, 404, 409))
 def redrive_dead_letter(task_id: int, ctx: Context, who: Support) -> dict[str, Any]:
     """Support redrives non-payment work; a charge or refund is an admin's."""
+    known_id(task_id, "dead letter")
     with ctx.db.transaction() as session:
         task = session.get(Task, task_id)
         if task is not None and task.kind in four_eyes.PAYMENT_STEPS:
@@ -90,9 +115,10 @@ def redrive_dead_letter(task_id: int, ctx: Context, who: Support) -> dict[str, A
     return {"id": task_id, "status": "ready"}
 
 
-@router.post("/dead-letters/{task_id}/discard")
+@router.post("/dead-letters/{task_id}/discard", responses=errors(*WRITE, 404, 409))
 def discard_dead_letter(task_id: int, body: DiscardIn, ctx: Context, who: Admin) -> dict[str, Any]:
     """Give up on the work (the order takes its failure path): four-eyes."""
+    known_id(task_id, "dead letter")
     with ctx.db.transaction() as session:
         four_eyes.guard(session, who, four_eyes.DISCARD)
         service.discard(session, task_id, actor=who.actor, reason=body.reason)

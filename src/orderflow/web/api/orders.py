@@ -20,6 +20,7 @@ from orderflow.people import four_eyes
 from orderflow.people.roles import Role
 from orderflow.web.api.schemas import BatchIn, BatchOrderIn, CancelIn, OrderIn, OrderPatchIn
 from orderflow.web.context import (
+    BEARER_SECURITY,
     Admin,
     AppContext,
     Context,
@@ -29,11 +30,19 @@ from orderflow.web.context import (
     authenticate,
 )
 from orderflow.web.errors import error_body, validation_error_body
+from orderflow.web.openapi import READ, WRITE, errors, get_operation, link, success
+from orderflow.web.params import MAX_ID, OrderRef, order_id_of
 
 router = APIRouter(tags=["orders"])
 log = structlog.get_logger("orderflow.web")
 
 M = TypeVar("M", bound=BaseModel)
+
+ORDER = "/api/v1/orders/{order_id}"
+
+
+def _order_link(description: str) -> dict[str, Any]:
+    return {"GetOrder": link(get_operation(ORDER), description, order_id="$response.body#/id")}
 
 
 def _json(content: Any, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -52,10 +61,11 @@ def _request(body: OrderIn, actor: str, key: str | None) -> PlacementRequest:
 # accept is still documented in the OpenAPI schema (openapi_extra) and validated by pydantic.
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {
+        "security": BEARER_SECURITY,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
+        },
     }
 
 
@@ -84,6 +94,14 @@ async def _refuse_when_shedding(ctx: AppContext) -> None:
 @router.post(
     "/orders",
     status_code=202,
+    responses={
+        **success(
+            202,
+            "the order, accepted (Location: /api/v1/orders/{id})",
+            links=_order_link("the order just accepted, as it moves on"),
+        ),
+        **errors(*WRITE, 409, 429),
+    },
     openapi_extra={
         **_body_schema(OrderIn),
         "parameters": [
@@ -109,7 +127,7 @@ async def place_order(request: Request) -> Response:
     return _json(outcome.view, 202, {"Location": f"/api/v1/orders/{outcome.order_id}"})
 
 
-@router.post("/orders/batch", openapi_extra=_body_schema(BatchIn))
+@router.post("/orders/batch", responses=errors(*WRITE, 429), openapi_extra=_body_schema(BatchIn))
 async def place_orders(request: Request) -> Response:
     """Up to 1,000 orders, each accepted or refused exactly as its own POST /orders would be."""
     actor, body = await _parse(request, BatchIn)
@@ -148,18 +166,20 @@ def _result(outcome: Placed | Refused | Exception) -> dict[str, Any]:
     }
 
 
-@router.get("/orders/{order_id}")
-def get_order(order_id: int, session: ReadSession, _: Viewer) -> dict[str, Any]:
-    return queries.order_view(session, order_id)
+@router.get("/orders/{order_id}", responses=errors(*READ, 404))
+def get_order(order_id: OrderRef, session: ReadSession, _: Viewer) -> dict[str, Any]:
+    return queries.order_view(session, order_id_of(order_id))
 
 
-@router.get("/orders")
+@router.get("/orders", responses=errors(*READ, 422))
 def list_orders(
     session: ReadSession,
     _: Viewer,
     status: OrderStatus | None = None,
-    customer_id: int | None = None,
-    before: int | None = Query(None, description="cursor: the next_before of the previous page"),
+    customer_id: int | None = Query(None, ge=1, le=MAX_ID),
+    before: int | None = Query(
+        None, ge=1, le=MAX_ID, description="cursor: the next_before of the previous page"
+    ),
     limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
     data, cursor = queries.list_orders(
@@ -168,24 +188,34 @@ def list_orders(
     return {"data": data, "next_before": cursor}
 
 
-@router.post("/orders/{order_id}/cancel")
+@router.post(
+    "/orders/{order_id}/cancel",
+    responses={
+        **success(200, "the order, cancelled", links=_order_link("the order, as it is undone")),
+        **errors(*WRITE, 404, 409),
+    },
+)
 def cancel_order(
-    order_id: int, ctx: Context, who: Admin, body: CancelIn | None = None
+    order_id: OrderRef, ctx: Context, who: Admin, body: CancelIn | None = None
 ) -> dict[str, Any]:
     """Cancel; an order whose card was charged is refunded, which needs a second person."""
     reason = body.reason if body else "cancelled by admin"
+    known = order_id_of(order_id)
     with ctx.db.transaction() as session:
-        if four_eyes.is_refund(session, order_id):
+        if four_eyes.is_refund(session, known):
             four_eyes.guard(session, who, four_eyes.REFUND)
-        service.cancel_order(session, order_id, actor=who.actor, reason=reason)
-        return queries.order_view(session, order_id)
+        service.cancel_order(session, known, actor=who.actor, reason=reason)
+        return queries.order_view(session, known)
 
 
-@router.patch("/orders/{order_id}")
-def correct_order(order_id: int, body: OrderPatchIn, ctx: Context, who: Support) -> dict[str, Any]:
+@router.patch("/orders/{order_id}", responses=errors(*WRITE, 404, 409))
+def correct_order(
+    order_id: OrderRef, body: OrderPatchIn, ctx: Context, who: Support
+) -> dict[str, Any]:
     """Correct the shipping address of an order not yet booked (then redrive its booking)."""
+    known = order_id_of(order_id)
     with ctx.db.transaction() as session:
         service.correct_address(
-            session, order_id, body.address.model_dump(), actor=who.actor, reason=body.reason
+            session, known, body.address.model_dump(), actor=who.actor, reason=body.reason
         )
-        return queries.order_view(session, order_id)
+        return queries.order_view(session, known)
