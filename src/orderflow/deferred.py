@@ -72,8 +72,8 @@ def add(session: Session, model: type[Any], values: dict[str, Any]) -> None:
 
 def flush_rows(session: Session, batch: Deferred) -> None:
     for model, rows in batch.rows.items():
-        if rows:
-            session.execute(insert(model), rows)
+        if rows:  # Core, not the ORM's bulk path: nothing is fetched back or tracked
+            session.connection().execute(insert(model.__table__), rows)
     batch.rows.clear()
 
 

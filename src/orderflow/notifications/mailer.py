@@ -8,7 +8,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.message import Message
 from urllib.parse import unquote, urlparse
 
 from orderflow.tasks.errors import PermanentError, TransientError
@@ -35,7 +35,7 @@ class Mailer:
         self._smtp: smtplib.SMTP | None = None
         self._used_at = 0.0
 
-    def send(self, message: EmailMessage, on_accepted: Callable[[], None] | None = None) -> None:
+    def send(self, message: Message, on_accepted: Callable[[], None] | None = None) -> None:
         """Send one message; `on_accepted` runs as soon as the server has accepted it.
 
         Messages go one at a time over one kept-open connection, and `on_accepted` (which

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ ACTOR = "worker:notifications"
 @dataclass(frozen=True)
 class Mail:
     milestone: str
-    message: EmailMessage
+    message: Message
     sent: bool = False  # an earlier attempt's SMTP server accepted it: record, do not resend
 
 
