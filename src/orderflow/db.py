@@ -13,6 +13,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     MetaData,
+    Table,
     create_engine,
     event,
     make_url,
@@ -122,15 +123,17 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any], k
 def insert_ignore_many(
     session: Session, model: type[Base], rows: list[dict[str, Any]], key: str
 ) -> set[Any]:
-    """INSERT these rows in one statement, skipping those whose unique `key` exists; returns
-    the keys this call inserted."""
+    """INSERT these rows, skipping those whose unique `key` exists; returns the keys this call
+    inserted. One executemany (batched into multi-row INSERTs by SQLAlchemy), whose compiled
+    form is cached, unlike an INSERT with the rows inlined as VALUES."""
     if not rows:
         return set()
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    column = model.__table__.c[key]
-    stmt = insert(model).values(rows).on_conflict_do_nothing(index_elements=[key])
-    return set(session.scalars(stmt.returning(column)))
+    table = model.__table__
+    assert isinstance(table, Table)
+    stmt = insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    return set(session.connection().execute(stmt, rows).scalars())
 
 
 def allocate_ids(session: Session, table: str, count: int) -> list[int]:
