@@ -45,6 +45,7 @@ class Deferred:
     # Work that reads the batch's state once for all its steps, run when it is written.
     before_flush: dict[str, Callable[[], None]] = field(default_factory=dict)
     booked: dict[str, Any] = field(default_factory=dict)  # shipments booked by the batch
+    shipments: dict[int, Any] | None = None  # of the locked orders, by order id, once read
     rows: dict[type[Any], list[dict[str, Any]]] = field(default_factory=dict)  # new, by model
 
     def pop_booked(self) -> dict[str, Any]:

@@ -88,7 +88,6 @@ class NotifyStep:
                 message_id=str(mail.message["Message-ID"]),
             )
         )
-        session.flush()
         chain.record(
             session,
             order_id,

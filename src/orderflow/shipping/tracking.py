@@ -142,24 +142,36 @@ def observe_many(
 
 
 def current_shipment(session: Session, order_id: int) -> Shipment | None:
-    """The order's shipment as it is now (call with the order locked)."""
+    """The order's shipment as it is now (call with the order locked).
+
+    In a deferred batch, the shipments of all the orders it locked are read on the first call,
+    in one statement, and kept: the locks keep them current, and this transaction's own
+    changes are made to the very objects kept."""
+    batch = deferred.current()
+    if batch is not None and order_id in batch.heads:
+        if batch.shipments is None:
+            batch.shipments = {
+                s.order_id: s for s in _fresh(session, Shipment.order_id.in_(sorted(batch.heads)))
+            }
+        found: Shipment | None = batch.shipments.get(order_id)
+        if found is not None:
+            return found  # (one booked by this batch is not kept: read below)
+    return next(iter(_fresh(session, Shipment.order_id == order_id)), None)
+
+
+def _fresh(session: Session, where: Any) -> list[Shipment]:
     session.flush()  # what this transaction changed in memory first: it is about to be re-read
-    return session.scalar(
-        select(Shipment)
-        .where(Shipment.order_id == order_id)
-        .execution_options(populate_existing=True)
+    return list(
+        session.scalars(select(Shipment).where(where).execution_options(populate_existing=True))
     )
 
 
 def _shipments(session: Session, shipment_ids: set[str]) -> dict[str, Shipment]:
     """The shipments as they are now (their orders locked), by carrier shipment id."""
-    session.flush()  # what this transaction changed in memory first: it is about to be re-read
-    found = session.scalars(
-        select(Shipment)
-        .where(Shipment.carrier_shipment_id.in_(shipment_ids))
-        .execution_options(populate_existing=True)
-    )
-    return {s.carrier_shipment_id: s for s in found}
+    return {
+        s.carrier_shipment_id: s
+        for s in _fresh(session, Shipment.carrier_shipment_id.in_(shipment_ids))
+    }
 
 
 def replay_unmatched(
