@@ -7,10 +7,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from orderflow.db import Database
 from tests.support import databases
 from tests.support.stack import Stack, start_stack
+
+
+# In-process servers and workers log through structlog's defaults; keep their tracebacks plain
+# (with `rich` installed, the default renders each one highlighted, taking seconds under load).
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 @pytest.fixture(scope="session")

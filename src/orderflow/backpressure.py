@@ -28,6 +28,7 @@ from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies.models import Dependency
 from orderflow.orders.workflow import DEPENDENCY_OF, LANES
+from orderflow.tasks.errors import describe
 from orderflow.tasks.models import Task, TaskStatus
 
 log = structlog.get_logger("orderflow.backpressure")
@@ -106,8 +107,8 @@ class Gauge:
         try:
             with self.db.read() as session:
                 pressure = measure(session, self.warning_seconds, self.shedding_seconds)
-        except Exception:  # the database is struggling: keep the last view, say so
-            log.warning("backpressure.unmeasured", exc_info=True)
+        except Exception as exc:  # the database is struggling: keep the last view, say so
+            log.warning("backpressure.unmeasured", error=describe(exc))
             return before
         with self._lock:
             self._pressure = pressure

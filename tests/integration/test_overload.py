@@ -67,7 +67,7 @@ def test_exhausted_pool_answers_503_with_retry_after_at_once_and_keeps_the_conne
             started = time.monotonic()
             response, error = _call(conn, method, path, body)
             assert response.status == 503, (path, error)
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 2.0, (path, time.monotonic() - started)
             assert int(response.headers["Retry-After"]) >= 1
             assert error["error"]["code"] == "busy"  # type: ignore[index]
             assert response.headers.get("Connection", "").lower() != "close"
