@@ -13,7 +13,6 @@ from orderflow.db import Database
 from tests.support import databases
 from tests.support.stack import Stack, start_stack
 
-
 # In-process servers and workers log through structlog's defaults; keep their tracebacks plain
 # (with `rich` installed, the default renders each one highlighted, taking seconds under load).
 structlog.configure(
