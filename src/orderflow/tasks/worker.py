@@ -18,8 +18,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,8 +117,9 @@ class Worker:
         self.idle_seconds = idle_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="orderflow-step")
-        self._mark_lock = threading.Lock()
+        self._mark_lock = threading.RLock()
         self._mark_connection: Connection | None = None
+        self._mark_reserved = False  # SQLite: the write lock is held for the next mark
         self._batches = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -294,12 +296,51 @@ class Worker:
                 if getattr(step, "marks_performed", False):
                     # The step calls `mark` the moment the effect happened (see `Step`).
                     task = run.task
-                    run.result = step.perform(run.work, mark=lambda: self._mark_performed(task))  # type: ignore[call-arg]
+                    with self._mark_window():
+                        run.result = step.perform(run.work, mark=lambda: self._mark_performed(task))  # type: ignore[call-arg]
                 else:
                     run.result = step.perform(run.work)
         except Exception as exc:
             run.error = exc
         run.finished_at = now()
+
+    @contextmanager
+    def _mark_window(self) -> Iterator[None]:
+        """Around an effect that is marked performed: on SQLite, take the database's one write
+        lock first, so that the mark right after the effect waits for no other writer (the
+        instant in which a kill would repeat the effect is the mark's own write, not a wait
+        behind the API's transactions). Other writers wait for one e-mail's SMTP exchange."""
+        if self.db.engine.dialect.name != "sqlite":
+            yield
+            return
+        with self._mark_lock:
+            try:
+                self._mark_conn().exec_driver_sql("BEGIN IMMEDIATE")
+                self._mark_reserved = True
+            except Exception:  # no lock: the mark will take it when it comes
+                log.warning("task.mark_lock_failed", worker=self.name)
+                self._drop_mark_connection()
+            try:
+                yield
+            finally:
+                if self._mark_reserved:  # the effect failed before its mark: nothing to keep
+                    self._mark_reserved = False
+                    with suppress(Exception):
+                        self._mark_conn().exec_driver_sql("ROLLBACK")
+
+    def _mark_conn(self) -> Connection:
+        if self._mark_connection is None:
+            self._mark_connection = self.db.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return self._mark_connection
+
+    def _drop_mark_connection(self) -> None:
+        if self._mark_connection is not None:
+            with suppress(Exception):
+                self._mark_connection.close()
+            self._mark_connection = None
+        self._mark_reserved = False
 
     def _mark_performed(self, task: ClaimedTask) -> None:
         """Commit, on its own, that the effect happened (see `Step`): the batch may die first.
@@ -308,16 +349,14 @@ class Worker:
         the pool, so the instant in which a crash would repeat the effect stays short."""
         with self._mark_lock:
             try:
-                if self._mark_connection is None:
-                    self._mark_connection = self.db.engine.connect().execution_options(
-                        isolation_level="AUTOCOMMIT"
-                    )
-                queue.mark_performed(self._mark_connection, task)
+                connection = self._mark_conn()
+                queue.mark_performed(connection, task)
+                if self._mark_reserved:
+                    self._mark_reserved = False
+                    connection.exec_driver_sql("COMMIT")
             except Exception:  # the effect happened all the same: recorded with the batch
                 log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
-                if self._mark_connection is not None:
-                    self._mark_connection.close()
-                    self._mark_connection = None
+                self._drop_mark_connection()
 
     def _commit_batch(self, runs: list[_Run]) -> None:
         """Record the whole batch in one transaction with one statement per table.
