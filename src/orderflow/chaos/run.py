@@ -99,7 +99,9 @@ class ChaosOptions:
     webhook_duplicate_rate: float = 0.3
     webhook_loss_rate: float = 0.3
     webhook_shuffle_seconds: float = 1.0
-    carrier_rate_limit: int = 25  # below orderflow's pace of Bob's Post (40/s): 429s happen
+    # Well below orderflow's pace of Bob's Post (40/s): orderflow sends at its slots, so only a
+    # carrier slower than the drain it can reach is sure to answer 429s.
+    carrier_rate_limit: int = 10
     progress_seconds: float = 0.3  # a parcel's pace from one carrier status to the next
     hang_seconds: float = 3.0  # how long a hanging carrier request hangs (> the HTTP timeout)
     placement_threads: int = 8
