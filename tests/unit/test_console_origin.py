@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from orderflow.config import Settings
-from orderflow.web.console import own_origin, same_origin, secure_request
+from orderflow.web.console.sessions import own_origin, same_origin, secure_request
 
 
 def _request(**headers: str) -> Request:
