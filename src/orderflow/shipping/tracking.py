@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -115,18 +115,7 @@ def observe_many(
         if shipment is None:
             outcome = "unmatched"  # booked, but our booking step has not committed yet: kept
         else:
-            outcome = apply(
-                session,
-                shipment,
-                o.carrier_status,
-                actor=actor,
-                next_poll_at=next_poll_at,
-                details={
-                    "event_id": o.event_id,
-                    "source": o.source,
-                    "occurred_at": o.occurred_at.isoformat(),
-                },
-            )
+            outcome = _apply_event(session, shipment, o, actor=actor, next_poll_at=next_poll_at)
         decided[o.event_id] = outcome
         outcomes.append(outcome)
     if decided:
@@ -201,18 +190,40 @@ def _replay(session: Session, booked: dict[str, tuple[Shipment, str, datetime]])
     ).all()
     for event in events:
         shipment, actor, next_poll_at = booked[event.carrier_shipment_id]
-        event.outcome = apply(
-            session,
-            shipment,
-            event.carrier_status,
-            actor=actor,
-            next_poll_at=next_poll_at,
-            details={
-                "event_id": event.event_id,
-                "source": event.source,
-                "occurred_at": event.occurred_at.isoformat(),
-            },
+        event.outcome = _apply_event(
+            session, shipment, event, actor=actor, next_poll_at=next_poll_at
         )
+
+
+class _Event(Protocol):
+    """What applying needs of an event: an `Observation`, or a stored `CarrierEvent`."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def carrier_status(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+def _apply_event(
+    session: Session, shipment: Shipment, event: _Event, *, actor: str, next_poll_at: datetime
+) -> str:
+    details = {
+        "event_id": event.event_id,
+        "source": event.source,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+    return apply(
+        session,
+        shipment,
+        event.carrier_status,
+        actor=actor,
+        next_poll_at=next_poll_at,
+        details=details,
+    )
 
 
 def apply(
