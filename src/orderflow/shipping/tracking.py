@@ -105,6 +105,9 @@ def observe_many(
     if late:
         chain.lock_heads(session, sorted(late), whole_rows=True)
         shipments = _shipments(session, shipment_ids)
+    batch = deferred.current()
+    if batch is not None:
+        batch.email_scope, batch.shipped_emails = frozenset(locked | late), None
     outcomes: list[str] = []
     decided: dict[str, str] = {}
     for o in observations:
@@ -270,6 +273,20 @@ def apply(
 
 
 def shipped_email_sent(session: Session, order_id: int) -> bool:
+    """Whether the order's "shipped" e-mail went out (its order locked). For a group of carrier
+    events, one query answers it for every order of the group."""
+    batch = deferred.current()
+    if batch is not None and order_id in batch.email_scope:
+        if batch.shipped_emails is None:
+            batch.shipped_emails = set(
+                session.scalars(
+                    select(Notification.order_id).where(
+                        Notification.order_id.in_(sorted(batch.email_scope)),
+                        Notification.kind == "shipped",
+                    )
+                )
+            )
+        return order_id in batch.shipped_emails
     return (
         session.scalar(
             select(Notification.id).where(
