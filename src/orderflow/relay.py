@@ -13,15 +13,23 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 import aio_pika
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, Select, delete, select, update
 
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.outbox import OutboxEvent
 
 EXCHANGE = "orderflow.events"
+PUBLISHED_FIELDS = (
+    OutboxEvent.id,
+    OutboxEvent.topic,
+    OutboxEvent.order_id,
+    OutboxEvent.created_at,
+    OutboxEvent.payload,
+)
 
 
 class Relay:
@@ -37,31 +45,42 @@ class Relay:
         """Publish what is waiting (batch after batch), prune what is old; returns how many."""
         total = 0
         while True:
-            with self.db.read() as session:
-                events = list(
-                    session.scalars(
-                        select(OutboxEvent)
-                        .where(OutboxEvent.published_at.is_(None))
-                        .order_by(OutboxEvent.id)
-                        .limit(self.batch)
-                    )
-                )
-            if not events:
+            if self.broker_url is None:
+                marked = self._mark(self._waiting())
+            else:
+                with self.db.read() as session:  # plain rows: no ORM objects to build
+                    events = list(session.execute(self._waiting(*PUBLISHED_FIELDS)))
+                if events:
+                    asyncio.run(self._publish(events))
+                marked = self._mark([e.id for e in events]) if events else 0
+            if not marked:
                 break
-            if self.broker_url:
-                asyncio.run(self._publish(events))
-            with self.db.transaction() as session:
-                session.execute(
-                    update(OutboxEvent)
-                    .where(OutboxEvent.id.in_([e.id for e in events]))
-                    .values(published_at=now())
-                )
-            total += len(events)
+            total += marked
         with self.db.transaction() as session:
             session.execute(delete(OutboxEvent).where(OutboxEvent.published_at < now() - self.keep))
         return total
 
-    async def _publish(self, events: list[OutboxEvent]) -> None:
+    def _waiting(self, *columns: Any) -> Select[Any]:
+        """The oldest batch of unpublished events (their ids, unless told which columns)."""
+        return (
+            select(*(columns or (OutboxEvent.id,)))
+            .where(OutboxEvent.published_at.is_(None))
+            .order_by(OutboxEvent.id)
+            .limit(self.batch)
+        )
+
+    def _mark(self, ids: Any) -> int:
+        """Mark these events published (without a broker: the waiting batch, in one statement)."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_(ids))
+                .values(published_at=now())
+                .execution_options(synchronize_session=False)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def _publish(self, events: list[Row[Any]]) -> None:
         assert self.broker_url is not None
         connection = await aio_pika.connect_robust(self.broker_url, timeout=10)
         async with connection:

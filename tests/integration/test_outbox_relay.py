@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from orderflow.outbox import OutboxEvent
-from orderflow.relay import EXCHANGE
+from orderflow.db import Database
+from orderflow.relay import EXCHANGE, Relay
 from tests.support.stack import Stack, start_stack
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/"
@@ -86,3 +87,20 @@ def test_every_milestone_is_published_once_in_order(relay_stack: Stack, queue_na
         "order.delivered",
     ]
     assert len({e["event_id"] for e in events}) == len(events)
+
+
+def test_without_a_broker_events_are_marked_in_batches_and_pruned_later(db: Database) -> None:
+    """No broker (the embedded mode): every waiting event is marked published, batch after
+    batch, in statements that load no events; published ones go once past their retention."""
+    with db.transaction() as session:
+        for i in range(7):
+            session.add(OutboxEvent(topic="order.paid", order_id=None, payload={"i": i}))
+    assert Relay(db, None, batch=3).run() == 7
+    with db.read() as session:
+        waiting = select(func.count()).where(OutboxEvent.published_at.is_(None))
+        assert session.scalar(waiting) == 0
+        assert session.scalar(select(func.count()).select_from(OutboxEvent)) == 7
+    assert Relay(db, None, batch=3).run() == 0  # nothing waits: nothing marked twice
+    Relay(db, None, keep_days=-1).run()  # retention over: pruned
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxEvent)) == 0
