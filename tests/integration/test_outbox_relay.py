@@ -11,8 +11,8 @@ import aio_pika
 import pytest
 from sqlalchemy import func, select
 
-from orderflow.outbox import OutboxEvent
 from orderflow.db import Database
+from orderflow.outbox import OutboxEvent
 from orderflow.relay import EXCHANGE, Relay
 from tests.support.stack import Stack, start_stack
 
