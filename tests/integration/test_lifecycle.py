@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from orderflow.audit.models import AuditAnchor
+from orderflow.catalog.models import Customer
+from orderflow.orders import queries
+from orderflow.orders.models import Order
 from tests.support.stack import Stack
 
 
@@ -47,3 +50,26 @@ def test_history_entries_name_their_task_and_the_heads_get_anchored(stack: Stack
     assert paid["details"]["correlation"]["attempt"] == 1
     with stack.db.read() as session:
         assert (session.scalar(select(func.count()).select_from(AuditAnchor)) or 0) >= 1
+
+
+def test_a_batch_loads_only_what_its_steps_read_of_their_orders(stack: Stack) -> None:
+    """Charges read their orders' payments and customers, bookings their lines and shipments:
+    the batch's preload asks for nothing else, and answers the steps' reads itself."""
+    customer = stack.customer()
+    stack.product("WIDGET", stock=10)
+    ids = [stack.place(customer, [("WIDGET", 1)])["id"] for _ in range(3)]
+    statements: list[str] = []
+    event.listen(stack.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with stack.db.read() as session:
+        kept = queries.preload(session, {i: {"payments", "customer"} for i in ids})
+        read = " ".join(s for s in statements if s.startswith("SELECT"))
+        assert sum(s.startswith("SELECT") for s in statements) == 3, statements
+        assert "FROM payments" in read and "FROM customers" in read
+        assert "FROM order_lines" not in read and "FROM shipments" not in read
+        statements.clear()
+        for i in ids:
+            order = session.get(Order, i)
+            assert order is not None and order.payments == []
+            assert session.get(Customer, order.customer_id) is not None
+        assert statements == [], "the steps' reads are answered from the session"
+    assert len(kept) == 3 + 1

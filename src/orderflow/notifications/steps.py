@@ -33,6 +33,7 @@ class Mail:
 
 class NotifyStep:
     kind = workflow.NOTIFY
+    reads = frozenset({"notifications", "lines", "payments", "shipment"})  # of the order
     dependency = workflow.DEPENDENCY_OF[kind]
     marks_performed = True  # an e-mail has no idempotency key: exactly one, per message
 

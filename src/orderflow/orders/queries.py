@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from orderflow.audit.models import AuditEntry
 from orderflow.catalog.models import Customer
@@ -13,7 +15,7 @@ from orderflow.dependencies import health
 from orderflow.dependencies.queries import waiting_for
 from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
-from orderflow.orders.models import Order, order_reference
+from orderflow.orders.models import Order, OrderLine, order_reference
 from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
@@ -37,26 +39,49 @@ def summary(order: Order) -> dict[str, Any]:
     }
 
 
-def preload(session: Session, order_ids: set[int]) -> list[Any]:
-    """Load these orders with their lines, shipment, payments, e-mails and customers in six
-    statements, so the steps' reads of them (`session.get`, `order.shipment`…) are answered
-    from the session, not one query each. Keep the list returned while they are read: the
-    session holds what it loaded only weakly."""
-    if not order_ids:
+# What of an order a worker's step may read (`Step.reads`): its relationships, and its customer.
+ORDER_READS = frozenset({"lines", "shipment", "payments", "notifications", "customer"})
+_RELATED: tuple[tuple[str, Any, bool], ...] = (  # name, model, many
+    ("lines", OrderLine, True),
+    ("shipment", Shipment, False),
+    ("payments", Payment, True),
+    ("notifications", Notification, True),
+)
+
+
+def preload(session: Session, reads: Mapping[int, Collection[str]]) -> list[Any]:
+    """Load these orders, and of each what its steps read (of `ORDER_READS`), in at most six
+    statements, so that the steps' reads (`session.get`, `order.shipment`…) are answered from
+    the session, not one query each; nothing an order's steps do not read is loaded. Keep the
+    list returned while they are read: the session holds what it loaded only weakly."""
+    if not reads:
         return []
-    orders = session.scalars(
-        select(Order)
-        .where(Order.id.in_(sorted(order_ids)))
-        .options(
-            selectinload(Order.lines),
-            selectinload(Order.shipment),
-            selectinload(Order.payments),
-            selectinload(Order.notifications),
+    ids = sorted(reads)
+    orders = {
+        o.id: o
+        for o in session.scalars(
+            select(Order).where(Order.id.in_(ids)).options(lazyload(Order.lines))
         )
-    ).all()
-    customer_ids = sorted({o.customer_id for o in orders})
-    customers = session.scalars(select(Customer).where(Customer.id.in_(customer_ids))).all()
-    return [*orders, *customers]
+    }
+    kept: list[Any] = list(orders.values())
+    for name, model, many in _RELATED:
+        wanted = {i: o for i, o in orders.items() if name in reads[i]}
+        if not wanted:
+            continue
+        rows = session.scalars(
+            select(model).where(model.order_id.in_(sorted(wanted))).order_by(model.id)
+        ).all()
+        kept += rows
+        found: dict[int, list[Any]] = {}
+        for row in rows:
+            found.setdefault(row.order_id, []).append(row)
+        for i, order in wanted.items():
+            these = found.get(i, [])
+            set_committed_value(order, name, these if many else (these[0] if these else None))
+    customer_ids = sorted({o.customer_id for i, o in orders.items() if "customer" in reads[i]})
+    if customer_ids:
+        kept += session.scalars(select(Customer).where(Customer.id.in_(customer_ids))).all()
+    return kept
 
 
 def order_view(session: Session, order_id: int) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class ChargeWork:
 class ChargeStep:
     kind = workflow.CHARGE
     dependency = workflow.DEPENDENCY_OF[kind]
+    reads = frozenset({"payments", "customer"})  # of the order, loaded for `prepare`
 
     def __init__(self, paydesk: PaydeskClient) -> None:
         self.paydesk = paydesk

@@ -60,6 +60,7 @@ class BookWork:
 class BookStep:
     kind = workflow.BOOK
     dependency = workflow.DEPENDENCY_OF[kind]
+    reads = frozenset({"shipment", "lines"})  # of the order, loaded for `prepare`
 
     def __init__(self, carrier: BobsPostClient, poll_seconds: float) -> None:
         self.carrier = carrier
@@ -164,6 +165,7 @@ class TrackStep:
 
     kind = workflow.TRACK
     dependency = workflow.DEPENDENCY_OF[kind]
+    reads = frozenset({"shipment"})  # of the order, loaded for `prepare`
 
     def __init__(
         self,

@@ -43,6 +43,9 @@ class Step(Protocol):
         """Record the result: state transition, history, next tasks, events."""
 
 
+# A step may say what of its order `prepare` reads (`reads`, a subset of
+# `orders.queries.ORDER_READS`): the worker loads only that for the batch; without it, all of it.
+#
 # A step whose outside effect carries no idempotency key (an e-mail, a Slack message) sets
 # `marks_performed = True`: the worker then calls `perform(work, mark=…)`, and the step calls
 # `mark()` the moment the effect happened (the SMTP server accepted the message), which commits

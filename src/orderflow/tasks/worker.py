@@ -155,7 +155,12 @@ class Worker:
             return 0
         runs = [_Run(task, not_before=slots.get(task.id)) for task in claimed]
         with self.db.read() as session:
-            loaded = queries.preload(session, {r.task.order_id for r in runs if r.task.order_id})
+            reads: dict[int, set[str]] = {}
+            for run in runs:
+                if run.task.order_id:
+                    step_reads = getattr(self.steps[run.task.kind], "reads", queries.ORDER_READS)
+                    reads.setdefault(run.task.order_id, set()).update(step_reads)
+            loaded = queries.preload(session, reads)
             for run in runs:
                 self._prepare(session, run)
             del loaded
