@@ -37,11 +37,11 @@ def list_dead_letters(
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     flt = Filter(step=step, cause=cause, dependency=dependency, since=since, until=until)
-    tasks = queries.matching(session, flt)
+    groups = queries.group_counts(session, flt)
     return {
-        "total": len(tasks),
-        "groups": queries.groups(tasks),
-        "data": [queries.summary(t) for t in tasks[:limit]],
+        "total": sum(g["count"] for g in groups),
+        "groups": groups,
+        "data": [queries.summary(t) for t in queries.matching(session, flt, limit=limit)],
     }
 
 
