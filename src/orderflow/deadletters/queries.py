@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -55,7 +55,10 @@ def cause_of(task: Task) -> str:
     return task.cause or fingerprint(task.kind, task.error_class, task.last_error)
 
 
-def _where(query: Select[Any], flt: Filter) -> Select[Any]:
+AnySelect = TypeVar("AnySelect", bound="Select[*tuple[Any, ...]]")
+
+
+def _where(query: AnySelect, flt: Filter) -> AnySelect:
     query = query.where(Task.status == TaskStatus.DEAD)
     if flt.cause:
         query = query.where(Task.cause == flt.cause)
