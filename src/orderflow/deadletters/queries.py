@@ -188,3 +188,13 @@ def detail(session: Session, task_id: int) -> dict[str, Any]:
             for a in attempts
         ],
     }
+
+
+def of_order(session: Session, order_id: int) -> list[dict[str, Any]]:
+    """The order's dead letters (for links from its page)."""
+    query = (
+        select(Task)
+        .where(Task.order_id == order_id, Task.status == TaskStatus.DEAD)
+        .order_by(Task.id)
+    )
+    return [summary(t) for t in session.scalars(query)]
