@@ -84,6 +84,7 @@ def test_support_fixes_the_address_and_the_booking_is_redriven(stack: Stack) -> 
     assert bad.status_code == 422 and "two-letter country code" in bad.text
     good = console.post(f"/console/dead-letters/{letter}/fix-address", {**form, "country": "gb"})
     assert good.status_code == 303, good.text
+    assert good.headers["location"] == f"/console/orders/{order}?notice=fixed"
     view = stack.order(order)
     assert view["ship_to"]["address"]["country"] == "GB"
     actors = {h["action"]: h["actor"] for h in view["history"]}

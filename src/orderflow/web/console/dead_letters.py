@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from orderflow.deadletters import queries, service
 from orderflow.deadletters.queries import Filter
+from orderflow.dependencies.policy import LABELS
 from orderflow.errors import DomainError, NotFound
 from orderflow.orders import service as orders
 from orderflow.orders.models import Order
@@ -238,6 +239,7 @@ def _letter_page(
     dead = letter["status"] == "dead"
     context = {
         "letter": letter,
+        "dependency_label": LABELS.get(letter["dependency"] or "", letter["dependency"]),
         "ship_to": ship_to,
         "address": address if address is not None else (ship_to or {}).get("address") or {},
         "can_redrive": dead and may_redrive(user, letter["step"]),
@@ -268,6 +270,13 @@ def _task(ctx: AppContext, task_id: int | None) -> Task | None:
         return task
 
 
+def _after_redrive(task: Task, notice: str) -> str:
+    """Where to follow redriven work: its order's page (or the inbox, for work of no order)."""
+    if task.order_id is None:
+        return f"{PREFIX}/dead-letters?notice={notice}"
+    return f"{PREFIX}/orders/{task.order_id}?notice={notice}"
+
+
 @router.post("/{letter_ref}/redrive")
 def redrive_one(request: Request, ctx: Context, user: Poster, letter_ref: str) -> Response:
     task = _task(ctx, parse_id(letter_ref))
@@ -285,7 +294,7 @@ def redrive_one(request: Request, ctx: Context, user: Poster, letter_ref: str) -
             error=f"Not redriven: {sentence(exc.message)}",
             status_code=exc.status_code,
         )
-    return redirect(f"{PREFIX}/dead-letters/{task.id}?notice=redriven")
+    return redirect(_after_redrive(task, "redriven"))
 
 
 @router.post("/{letter_ref}/discard")
@@ -382,7 +391,7 @@ def fix_address(
             address=entered,
             status_code=exc.status_code,
         )
-    return redirect(f"{PREFIX}/dead-letters/{task.id}?notice=fixed")
+    return redirect(_after_redrive(task, "fixed"))
 
 
 @router.get("/redrives/{redrive_ref}")

@@ -246,6 +246,8 @@ NOTICES = {
     "proposed": "Cancellation and refund proposed: another admin must approve it.",
     "approved": "Approved: the action has been carried out.",
     "rejected": "Proposal closed: nothing was done.",
+    "redriven": "Redriven: the work is queued again; this page follows it.",
+    "fixed": "Address corrected and the booking redriven; this page follows it.",
 }
 
 
