@@ -86,6 +86,12 @@ def matching(
     return list(session.scalars(query))
 
 
+def ids(session: Session, flt: Filter, *, limit: int) -> list[int]:
+    """The ids of the first `limit` dead letters matching, oldest first."""
+    query = _where(select(Task.id), flt).order_by(Task.id).limit(limit)
+    return list(session.scalars(query))
+
+
 def page(
     session: Session, flt: Filter, *, after_id: int | None = None, limit: int = 50
 ) -> tuple[list[Task], int | None]:

@@ -10,7 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
-from orderflow.deadletters.queries import Filter, cause_of, count_and_last, group_counts, matching
+from orderflow.deadletters.queries import (
+    Filter,
+    cause_of,
+    count_and_last,
+    group_counts,
+    ids,
+)
 from orderflow.errors import Conflict, Invalid, NotFound
 from orderflow.orders import service
 from orderflow.orders.status import CANCELLABLE, OrderStatus
@@ -87,7 +93,7 @@ def preview(session: Session, flt: Filter) -> dict[str, Any]:
     return {
         "would_redrive": count,
         "groups": group_counts(session, flt),
-        "task_ids": [t.id for t in matching(session, flt, limit=1000)],
+        "task_ids": ids(session, flt, limit=1000),
     }
 
 

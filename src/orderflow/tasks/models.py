@@ -31,7 +31,7 @@ class Task(Base):
             "ix_tasks_dead_cause",
             "cause",
             "id",
-            postgresql_include=["last_failed_at"],
+            postgresql_include=["last_failed_at", "kind", "error_class"],
             postgresql_where=text("status = 'dead'"),
             sqlite_where=text("status = 'dead'"),
         ),

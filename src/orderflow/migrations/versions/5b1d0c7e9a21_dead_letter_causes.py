@@ -1,4 +1,5 @@
-"""dead letter causes: stored when a task dies, indexed for the inbox's GROUP BY
+"""dead letter causes (stored when a task dies, indexed for the inbox's GROUP BY) and
+orders by creation time (the console's search by date)
 
 Revision ID: 5b1d0c7e9a21
 Revises: ac992d2913d9
@@ -50,13 +51,17 @@ def upgrade() -> None:
             "ix_tasks_dead_cause",
             ["cause", "id"],
             unique=False,
-            postgresql_include=["last_failed_at"],
+            postgresql_include=["last_failed_at", "kind", "error_class"],
             postgresql_where=DEAD,
             sqlite_where=DEAD,
         )
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.create_index("ix_orders_created_at_id", ["created_at", "id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_index("ix_orders_created_at_id")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index("ix_tasks_dead_cause", postgresql_where=DEAD, sqlite_where=DEAD)
         batch_op.drop_column("cause")
