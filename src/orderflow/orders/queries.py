@@ -272,9 +272,9 @@ def search_orders(
             # The matching customers as a list when there are not too many: the planner then
             # knows how many, and walks the newest orders keeping theirs (a subquery's LIKE is
             # estimated at a handful of customers, and their every order is fetched).
-            found = list(session.scalars(customers.limit(CUSTOMERS_LISTED + 1)))
-            listed = len(found) <= CUSTOMERS_LISTED
-            query = query.where(Order.customer_id.in_(found if listed else customers))
+            matched = list(session.scalars(customers.limit(CUSTOMERS_LISTED + 1)))
+            listed = len(matched) <= CUSTOMERS_LISTED
+            query = query.where(Order.customer_id.in_(matched if listed else customers))
     if status:
         query = query.where(Order.status == status)
     if created_from is not None:
