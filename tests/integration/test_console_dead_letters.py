@@ -148,3 +148,24 @@ def test_a_group_redrive_shows_its_dry_run_then_its_progress(stack: Stack) -> No
 
     stack.work_until(finished)
     assert '<span id="redriven">3</span>' in console.page(progress).text
+
+
+def test_roles_decide_who_may_act_on_dead_letters(stack: Stack) -> None:
+    """A viewer may not redrive, fix or open the group redrive (403 pages); support may not
+    discard (an admin's, four-eyes); a group redrive of a cause nobody has is a 404 page."""
+    [order] = _dead_bookings(stack, 1)
+    letter = _letter_of(stack, order)
+    cause = quote(_cause(stack), safe="")
+    stack.user("vera", "viewer")
+    stack.user("sam", "support")
+    vera = log_in(stack, "vera")
+    assert vera.post(f"/console/dead-letters/{letter}/redrive", {}).status_code == 403
+    fixed = vera.post(f"/console/dead-letters/{letter}/fix-address", {"country": "GB"})
+    assert fixed.status_code == 403
+    assert vera.page(f"/console/dead-letters/groups/redrive?cause={cause}").status_code == 403
+    sam = log_in(stack, "sam")
+    discard = sam.post(f"/console/dead-letters/{letter}/discard", {"reason": "no"})
+    assert discard.status_code == 403 and "an admin can" in discard.text
+    unknown = sam.post("/console/dead-letters/groups/redrive", {"cause": "no such cause"})
+    assert unknown.status_code == 404
+    assert stack.api.get(f"/dead-letters/{letter}").json()["status"] == "dead"

@@ -151,3 +151,29 @@ def test_dispute_bundle_downloads_and_verifies_offline(stack: Stack) -> None:
     for path in ("/console/orders/ORD-999999", "/console/orders/ORD-999999/dispute-bundle"):
         missing = sam.page(path)
         assert missing.status_code == 404 and "There is no order" in missing.text
+
+
+def test_a_cancelled_order_shows_no_open_work(stack: Stack) -> None:
+    """Cancelled before payment: the page says it has reached its end; what is left is shown
+    as clean-up (the charge called off, the e-mail), not as something the order waits for;
+    once the worker has run, nothing is open; no cancel button any more."""
+    customer = stack.customer()
+    stack.product("WIDGET", stock=5)
+    order = stack.place(customer, [("WIDGET", 1)])
+    assert (
+        stack.api.post(f"/orders/{order['id']}/cancel", json={"reason": "test"}).status_code == 200
+    )
+    stack.user("alice")
+    page = log_in(stack, "alice").page(f"/console/orders/{order['id']}").text
+    assert "<strong>Finished:</strong> this order has reached its end (cancelled)" in page
+    assert "Clean-up after the end" in page and "calling off the payment" in page
+    assert "waiting for the payment" not in page and 'id="cancel-form"' not in page
+    assert "calling off the payment" in log_in(stack, "alice").page("/console/orders").text
+
+    def settled() -> bool:
+        return not [w for w in stack.order(order["id"])["work"] if w["status"] == "ready"]
+
+    stack.work_until(settled)
+    page = log_in(stack, "alice").page(f"/console/orders/{order['id']}").text
+    assert "this order has reached its end (cancelled); nothing is open" in page
+    assert "Nothing open: this order has reached its end." in page

@@ -16,6 +16,7 @@ from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
 from orderflow.orders import waiting
 from orderflow.orders.models import Order, order_reference, parse_order_reference
+from orderflow.orders.status import TERMINAL
 from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
@@ -304,6 +305,9 @@ def waiting_words(session: Session, order_ids: list[int]) -> dict[int, str]:
             Task.status.in_([TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.DEAD]),
         )
     ).all()
+    ended = set(
+        session.scalars(select(Order.id).where(Order.id.in_(order_ids), Order.status.in_(TERMINAL)))
+    )
     dependencies = health.states(session) if tasks else {}
     work: dict[int, list[dict[str, Any]]] = {}
     for t in tasks:
@@ -315,4 +319,7 @@ def waiting_words(session: Session, order_ids: list[int]) -> dict[int, str]:
             "waiting_for": None if t.status == TaskStatus.DEAD else waiting_for(dependency),
         }
         work.setdefault(int(t.order_id or 0), []).append(row)
-    return {order_id: waiting.of_order(rows) or "" for order_id, rows in work.items()}
+    return {
+        order_id: waiting.of_order(rows, ended=order_id in ended) or ""
+        for order_id, rows in work.items()
+    }

@@ -281,14 +281,17 @@ def _order_page(
     except NotFound:
         return not_found(request, f"There is no order {order_ref}.")
     status = OrderStatus(order["status"])
-    work = [dict(w, words=waiting.of_work(w)) for w in order["work"] if w["status"] in OPEN]
+    ended = status in TERMINAL
+    work = [
+        dict(w, words=waiting.of_work(w, ended=ended)) for w in order["work"] if w["status"] in OPEN
+    ]
     return render(
         request,
         "order.html",
         {
             "order": order,
             "open_work": work,
-            "waiting_words": waiting.of_order(work),
+            "waiting_words": waiting.of_order(work, ended=ended),
             "dead_letters": letters,
             "timeline": timeline.timeline(audit["entries"], order["currency"]),
             "verdict": audit["verdict"],
