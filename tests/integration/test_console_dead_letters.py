@@ -7,6 +7,11 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from sqlalchemy import update
+
+from orderflow.clock import now
+from orderflow.deadletters.causes import fingerprint
+from orderflow.tasks.models import Task
 from tests.support.console import Console, log_in
 from tests.support.stack import Stack
 
@@ -185,3 +190,52 @@ def test_the_api_takes_causes_as_long_as_it_lists_them(stack: Stack) -> None:
     fits = stack.api.post("/dead-letters/redrive", json={"cause": long, "dry_run": True})
     assert fits.status_code == 200 and fits.json()["would_redrive"] == 0
     assert stack.api.get("/dead-letters", params={"cause": "x" * 501}).status_code == 422
+
+
+def _dead_charge(stack: Stack) -> int:
+    """An order whose charge is a dead letter (arranged in the database: Paydesk's permanent
+    refusals are rare in the simulator)."""
+    customer = stack.customer()
+    stack.product("WIDGET", stock=5)
+    order = stack.place(customer, [("WIDGET", 1)])
+    error = "Paydesk POST /v1/payments: HTTP 400: amount not accepted"
+    with stack.db.transaction() as session:
+        session.execute(
+            update(Task)
+            .where(Task.order_id == order["id"], Task.kind == "charge")
+            .values(
+                status="dead",
+                error_class="permanent",
+                last_error=error,
+                cause=fingerprint("charge", "permanent", error),
+                last_failed_at=now(),
+            )
+        )
+    return int(order["id"])
+
+
+def test_a_payment_group_redrive_is_proposed_then_approved_by_another_admin(stack: Stack) -> None:
+    """Charges go round again only with four-eyes: support is offered no group redrive of them;
+    Alice's confirm page proposes; Bob approves from the inbox and lands on the progress."""
+    _dead_charge(stack)
+    cause = quote(_cause(stack), safe="")
+    stack.user("sam", "support")
+    stack.user("alice")
+    stack.user("bob")
+    sam = log_in(stack, "sam")
+    assert "Redrive this group" not in sam.page(f"/console/dead-letters?cause={cause}").text
+    assert sam.page(f"/console/dead-letters/groups/redrive?cause={cause}").status_code == 403
+    alice = log_in(stack, "alice")
+    confirm = alice.page(f"/console/dead-letters/groups/redrive?cause={cause}")
+    assert confirm.status_code == 200 and "Propose redriving 1" in confirm.text
+    proposed = alice.post("/console/dead-letters/groups/redrive", {"cause": _cause(stack)})
+    assert proposed.status_code == 303 and proposed.headers["location"].endswith("proposed")
+    assert stack.api.get("/dead-letters").json()["total"] == 1  # nothing ran yet
+    bob = log_in(stack, "bob")
+    inbox = bob.page("/console/dead-letters").text
+    proposal = re.search(r'data-proposal-id="(\d+)"', inbox)
+    assert proposal and "bulk redrive" in inbox
+    approved = bob.post(f"/console/dead-letters/proposals/{proposal.group(1)}/approve", {})
+    assert approved.status_code == 303
+    assert re.fullmatch(r"/console/dead-letters/redrives/\d+", approved.headers["location"])
+    assert "approved by user:bob" in bob.page(approved.headers["location"]).text
