@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+import pytest
 from sqlalchemy import update
 
 from orderflow.clock import now
@@ -57,6 +58,7 @@ def test_inbox_groups_by_cause_and_a_letter_shows_its_evidence(stack: Stack) -> 
     assert "<button" not in letter.text.split("</header>", 1)[1]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_unknown_or_malformed_ids_and_causes_are_404_pages(stack: Stack) -> None:
     """Unknown ids, words for ids, a cause nobody has: 404 pages that say so, never a 500."""
     stack.user("alice")
@@ -155,6 +157,7 @@ def test_a_group_redrive_shows_its_dry_run_then_its_progress(stack: Stack) -> No
     assert '<span id="redriven">3</span>' in console.page(progress).text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_roles_decide_who_may_act_on_dead_letters(stack: Stack) -> None:
     """A viewer may not redrive, fix or open the group redrive (403 pages); support may not
     discard (an admin's, four-eyes); a group redrive of a cause nobody has is a 404 page."""
@@ -176,6 +179,7 @@ def test_roles_decide_who_may_act_on_dead_letters(stack: Stack) -> None:
     assert stack.api.get(f"/dead-letters/{letter}").json()["status"] == "dead"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_the_api_takes_causes_as_long_as_it_lists_them(stack: Stack) -> None:
     """Causes reach ~360 characters (step, class, 300 of the error): the API's list and bulk
     redrive take a cause up to 500 (it was 200: a long cause could not be redriven by API)."""
@@ -214,6 +218,7 @@ def _dead_charge(stack: Stack) -> int:
     return int(order["id"])
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_a_payment_group_redrive_is_proposed_then_approved_by_another_admin(stack: Stack) -> None:
     """Charges go round again only with four-eyes: support is offered no group redrive of them;
     Alice's confirm page proposes; Bob approves from the inbox and lands on the progress."""

@@ -8,6 +8,7 @@ import json
 import re
 from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import update
 
 from orderflow.audit.models import AuditEntry
@@ -111,6 +112,7 @@ def test_the_list_and_the_page_say_in_words_what_an_order_waits_for(stack: Stack
     assert "order placed by admin:api: 1 x WIDGET, total £12.99" in page.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_a_tampered_history_is_named_on_the_page(stack: Stack) -> None:
     """An entry changed in the database turns the verdict into the precise problem."""
     customer = stack.customer()
@@ -130,6 +132,7 @@ def test_a_tampered_history_is_named_on_the_page(stack: Stack) -> None:
     assert "entry 2 (" in page and "was altered after it was written" in page
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_dispute_bundle_downloads_and_verifies_offline(stack: Stack) -> None:
     """Support downloads the bundle as a JSON attachment that the offline verifier accepts; a
     viewer is refused (403) and sees no button; an unknown order is a 404 page."""
@@ -153,6 +156,7 @@ def test_dispute_bundle_downloads_and_verifies_offline(stack: Stack) -> None:
         assert missing.status_code == 404 and "There is no order" in missing.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # not about the database
 def test_a_cancelled_order_shows_no_open_work(stack: Stack) -> None:
     """Cancelled before payment: the page says it has reached its end; what is left is shown
     as clean-up (the charge called off, the e-mail), not as something the order waits for;
