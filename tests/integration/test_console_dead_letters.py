@@ -73,6 +73,7 @@ def test_unknown_or_malformed_ids_and_causes_are_404_pages(stack: Stack) -> None
         answer = console.page(path)
         assert answer.status_code == 404, (path, answer.status_code)
         assert "There is no" in answer.text or "No dead letter" in answer.text
+    assert "<h1>Dead letters</h1>" in console.page("/console/dead-letters?cause=").text
     empty = console.page("/console/dead-letters?cause=nothing%20like%20this")
     assert empty.status_code == 200 and "No dead letter has this cause now" in empty.text
     refused = console.post("/console/dead-letters/424242/redrive", {})
@@ -99,6 +100,9 @@ def test_support_fixes_the_address_and_the_booking_is_redriven(stack: Stack) -> 
     assert actors["work.redriven"] == "user:sam"
     again = console.post(f"/console/dead-letters/{letter}/redrive", {})
     assert again.status_code == 409 and "not a dead letter" in again.text
+    gone = console.page(f"/console/dead-letters/{letter}")
+    assert gone.status_code == 404 and "is not a dead letter: it is ready" in gone.text
+    assert f'href="/console/orders/{order}"' in gone.text
 
 
 def test_a_discard_is_proposed_by_one_admin_and_approved_by_another(stack: Stack) -> None:

@@ -65,13 +65,16 @@ def _require_redrive(user: LoggedIn, step: str) -> None:
         raise NotAllowed(f"Your role ({user.who.role}) cannot redrive {step} work.")
 
 
-def not_done(request: Request, message: str, status_code: int, back: str = "") -> Response:
-    """An action refused (409, 403…): the reason, and the way back."""
+def not_done(
+    request: Request, message: str, status_code: int, back: str = "", heading: str = ""
+) -> Response:
+    """An action refused (409, 403…), or a page that is not there any more: why, and the way
+    back (to the order, when there is one)."""
     context = {
-        "heading": "Not allowed" if status_code == 403 else "Not done",
+        "heading": heading or ("Not allowed" if status_code == 403 else "Not done"),
         "message": message,
         "back": back or f"{PREFIX}/dead-letters",
-        "back_label": "Back" if back else "Back to the dead letters",
+        "back_label": "To its order" if back else "Back to the dead letters",
     }
     return render(request, "not_done.html", context, status_code)
 
@@ -91,7 +94,7 @@ def inbox(
     notice: str | None = None,
 ) -> Response:
     """Without `cause`: the groups. With it: that group's dead letters, oldest first."""
-    if cause is not None:
+    if cause:
         return _group(request, ctx, cause, after)
     with ctx.db.read() as session:
         groups = queries.group_counts(session, Filter())
@@ -165,7 +168,6 @@ def redrive_group(
     ctx: Context,
     user: Poster,
     cause: Annotated[str, Form()] = "",
-    expected: Annotated[str, Form()] = "",
 ) -> Response:
     """Start the durable, paced bulk redrive; payment work is proposed instead (four-eyes)."""
     chosen = _cause(cause)
@@ -200,7 +202,6 @@ def redrive_group(
         )
     if redrive_id is None:
         return redirect(f"{PREFIX}/dead-letters?notice=proposed")
-    del expected  # the count shown on the confirm page; the redrive takes what matches now
     return redirect(f"{PREFIX}/dead-letters/redrives/{redrive_id}")
 
 
@@ -232,8 +233,13 @@ def _letter_page(
                 if p["action"] == four_eyes.DISCARD and p["params"].get("task_id") == task_id
             ]
     except NotFound:
+        task = _task(ctx, task_id)
+        back = f"{PREFIX}/orders/{task.order_id}" if task and task.order_id else ""
         if error is not None:  # acted on, meanwhile redriven: say why nothing was done
-            return not_done(request, error, status_code, f"{PREFIX}/dead-letters")
+            return not_done(request, error, status_code, back)
+        if task is not None:  # redriven (or never dead): the work goes on; say where
+            message = f"Task {task.id} is not a dead letter: it is {task.status}."
+            return not_done(request, message, 404, back, heading="Not a dead letter")
         return not_found(request, f"There is no dead letter {letter_ref}.")
     user: LoggedIn = request.state.console_user
     dead = letter["status"] == "dead"
