@@ -46,6 +46,10 @@ class Deferred:
     before_flush: dict[str, Callable[[], None]] = field(default_factory=dict)
     booked: dict[str, Any] = field(default_factory=dict)  # shipments booked by the batch
     shipments: dict[int, Any] | None = None  # of the locked orders, by order id, once read
+    # Of a group of carrier events: the orders locked for it, and which of them had their
+    # "shipped" e-mail (read once for all of them when the first event asks).
+    email_scope: frozenset[int] = frozenset()
+    shipped_emails: set[int] | None = None
     rows: dict[type[Any], list[dict[str, Any]]] = field(default_factory=dict)  # new, by model
 
     def pop_booked(self) -> dict[str, Any]:

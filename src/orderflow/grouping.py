@@ -14,7 +14,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from orderflow.errors import Throttled
+
+# The database is busy or away: every request of a group gets the same honest answer (503).
+UNAVAILABLE = (PoolTimeout, OperationalError)
 
 R = TypeVar("R")
 Out = TypeVar("Out")
@@ -36,6 +42,19 @@ class Grouper(Generic[R, Out]):
     def run_group(self, requests: list[R]) -> list[Out | Exception]:
         """Write these requests, one result or exception each, in order (blocking)."""
         raise NotImplementedError
+
+    def one_by_one(self, requests: list[R]) -> list[Out | Exception]:
+        """After a group failed for another reason than the database being away: each request
+        again in a group of its own, so that a poisoned one spoils only itself."""
+        results: list[Out | Exception] = []
+        for request in requests:
+            try:
+                results.extend(self.run_group([request]))
+            except UNAVAILABLE:
+                raise
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def submit(self, request: R) -> Out:
         """Write one request in the next group; 429 (Throttled) when too many are waiting."""

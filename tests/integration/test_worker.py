@@ -193,3 +193,26 @@ def test_a_request_failing_while_its_service_is_up_runs_out_of_attempts(db: Data
     assert (exhausted.status, exhausted.error_class) == ("dead", "exhausted")
     assert (exhausted.last_error or "").startswith("gave up after 3 attempts")
     assert (outage.status, outage.error_class) == ("ready", "transient")
+
+
+def test_an_idle_worker_wakes_when_tasks_are_queued_on_postgresql(db: Database) -> None:
+    """PostgreSQL: a worker idling on a 30 s interval claims a new task within a second of its
+    commit (LISTEN/NOTIFY); SQLite has no notifications, so the task waits for the interval."""
+    worker = Worker(
+        db, {"probe": Probe()}, retry=POLICY, lease_seconds=5, idle_seconds=30, name="idle"
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # the worker found nothing and went to sleep
+        queued = time.monotonic()
+        _enqueue(db, {})
+        while _task(db, "probe-0").status != "done" and time.monotonic() - queued < 3:
+            time.sleep(0.02)
+        done = _task(db, "probe-0").status == "done"
+        assert done is not db.is_sqlite, "PostgreSQL wakes the worker; SQLite waits 30 s"
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive(), "a stop is seen within a second while listening"

@@ -85,9 +85,26 @@ def bench_intake(
     help="an empty, migrated-or-not PostgreSQL database (default: a throwaway one on "
     "127.0.0.1:5432 as user postgres, dropped afterwards)",
 )
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1),
+    help="place at most this many orders a second (a steady load; default: as fast as "
+    "CLIENTS clients go)",
+)
+@click.option(
+    "--default-settings",
+    is_flag=True,
+    help="run with the product's default knobs (default: the chaos cluster's fast ones)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON line")
 def bench_lifecycle(
-    orders: int, workers: int, clients: int, database_url: str | None, as_json: bool
+    orders: int,
+    workers: int,
+    clients: int,
+    database_url: str | None,
+    rate: float | None,
+    default_settings: bool,
+    as_json: bool,
 ) -> None:
     """ORDERS orders placed → paid → booked → shipped e-mail → delivered, and what each cost.
 
@@ -97,5 +114,7 @@ def bench_lifecycle(
     """
     from orderflow.bench import lifecycle
 
-    result = lifecycle.run(orders, workers, clients, database_url)
+    result = lifecycle.run(
+        orders, workers, clients, database_url, rate=rate, default_settings=default_settings
+    )
     click.echo(json.dumps(dataclasses.asdict(result)) if as_json else result.table())

@@ -104,21 +104,35 @@ def _backend_pids(stack: Cluster) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def run(orders: int, workers: int, clients: int, database_url: str | None) -> Result:
-    """One measured run (blocking); prints progress bars on stderr."""
+def run(
+    orders: int,
+    workers: int,
+    clients: int,
+    database_url: str | None,
+    *,
+    rate: float | None = None,
+    default_settings: bool = False,
+) -> Result:
+    """One measured run (blocking); prints progress bars on stderr.
+
+    `rate`: place at most this many orders a second (open loop: order i is due i/rate seconds
+    after the start), for latencies at a steady load instead of a burst. `default_settings`:
+    the product's defaults (idle poll, retries, leases, hourly tracking polls) instead of the
+    chaos cluster's fast knobs; the outside services' rate limits are out of the way either way.
+    """
     with (
         tempfile.TemporaryDirectory(prefix="orderflow-bench-") as tmp,
         _database(database_url) as url,
     ):
         group = ProcessGroup(Path(tmp))
         knobs = {
-            **FAST_KNOBS,
+            **({} if default_settings else FAST_KNOBS),
             "ORDERFLOW_BOBS_POST_RATE_LIMIT": "100000",
             "ORDERFLOW_PAYDESK_RATE_LIMIT": "100000",
         }
         try:
             with cluster(group, url, knobs) as stack:
-                return _measure(stack, orders, workers, clients)
+                return _measure(stack, orders, workers, clients, rate)
         finally:
             group.stop_all()
 
@@ -127,7 +141,7 @@ def _database(database_url: str | None) -> AbstractContextManager[str]:
     return nullcontext(database_url) if database_url else throwaway_postgres()
 
 
-def _measure(stack: Cluster, orders: int, workers: int, clients: int) -> Result:
+def _measure(stack: Cluster, orders: int, workers: int, clients: int, rate: float | None) -> Result:
     stack.start_outside_and_serve(progress_seconds=0.2)
     for sku in SKUS:
         stack.create_product(sku, stock=orders * 10)
@@ -140,7 +154,7 @@ def _measure(stack: Cluster, orders: int, workers: int, clients: int) -> Result:
     cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
     backends_before = {pid: cpu_seconds(pid) for pid in _backend_pids(stack)}
     started = time.monotonic()
-    _place(stack, orders, clients, customers)
+    _place(stack, orders, clients, customers, rate)
     result.placement_seconds = time.monotonic() - started
     result.delivered = _wait_delivered(stack, orders)
     result.seconds = time.monotonic() - started
@@ -159,13 +173,18 @@ def _measure(stack: Cluster, orders: int, workers: int, clients: int) -> Result:
     return result
 
 
-def _place(stack: Cluster, orders: int, clients: int, customers: list[int]) -> None:
+def _place(
+    stack: Cluster, orders: int, clients: int, customers: list[int], rate: float | None
+) -> None:
     lock = threading.Lock()
     bar = click.progressbar(length=orders, label="placed   ", file=sys.stderr)
+    start = time.monotonic()
 
     def client(index: int) -> None:
         with httpx.Client(base_url=stack.api_url, timeout=60) as http:
             for i in range(index, orders, clients):
+                if rate is not None:
+                    time.sleep(max(0.0, start + i / rate - time.monotonic()))
                 body = {
                     "customer_id": customers[i % len(customers)],
                     "lines": [{"sku": SKUS[i % len(SKUS)], "quantity": 1 + i % 3}],

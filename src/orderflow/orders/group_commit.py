@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import structlog
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orderflow.db import Database
-from orderflow.grouping import Grouper
+from orderflow.grouping import UNAVAILABLE, Grouper
 from orderflow.orders.placement import Outcome, PlacementRequest, place_orders
 
 log = structlog.get_logger("orderflow.placement")
 
-# The database is busy or away: every order of the group gets the same honest answer (503).
-UNAVAILABLE = (PoolTimeout, OperationalError)
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
 
@@ -52,12 +49,4 @@ class GroupCommit(Grouper[PlacementRequest, Outcome]):
                 break
         if len(requests) == 1:
             raise RuntimeError("placement kept conflicting on its Idempotency-Key")
-        results: list[Outcome | Exception] = []
-        for request in requests:
-            try:
-                results.extend(self.run_group([request]))
-            except UNAVAILABLE:
-                raise
-            except Exception as exc:
-                results.append(exc)
-        return results
+        return self.one_by_one(requests)

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from orderflow import deferred
 from orderflow.audit import chain
 from orderflow.catalog.models import Customer
+from orderflow.clock import now
 from orderflow.orders import service, workflow
 from orderflow.orders.models import Order
 from orderflow.orders.status import OrderStatus
@@ -17,6 +19,31 @@ from orderflow.tasks import queue
 from orderflow.tasks.queue import ClaimedTask
 
 ACTOR = "worker:payments"
+
+
+def _record(
+    session: Session,
+    order_id: int,
+    kind: str,
+    status: str,
+    provider_id: str | None,
+    amount: int,
+    currency: str,
+    *,
+    decline_code: str | None = None,
+) -> None:
+    """A payment row; in a worker's batch it is written with the batch's others."""
+    values = {
+        "order_id": order_id,
+        "kind": kind,
+        "status": status,
+        "provider_id": provider_id,
+        "amount": amount,
+        "currency": currency,
+        "decline_code": decline_code,
+        "created_at": now(),
+    }
+    deferred.add(session, Payment, values)
 
 
 @dataclass(frozen=True)
@@ -80,16 +107,15 @@ class ChargeStep:
         order = session.get(Order, order_id)
         assert order is not None
         if isinstance(result, Declined):
-            session.add(
-                Payment(
-                    order_id=order_id,
-                    kind="charge",
-                    status="declined",
-                    provider_id=None,
-                    amount=order.total,
-                    currency=order.currency,
-                    decline_code=result.code,
-                )
+            _record(
+                session,
+                order_id,
+                "charge",
+                "declined",
+                None,
+                order.total,
+                order.currency,
+                decline_code=result.code,
             )
             if not still_placed:
                 return
@@ -104,15 +130,14 @@ class ChargeStep:
             service.release_stock(session, order_id)
             workflow.notify(session, order_id, "payment_failed")
             return
-        session.add(
-            Payment(
-                order_id=order_id,
-                kind="charge",
-                status="succeeded",
-                provider_id=result.payment_id,
-                amount=result.amount,
-                currency=result.currency,
-            )
+        _record(
+            session,
+            order_id,
+            "charge",
+            "succeeded",
+            result.payment_id,
+            result.amount,
+            result.currency,
         )
         details = {
             "payment_id": result.payment_id,
@@ -184,15 +209,14 @@ class RefundStep:
         service.lock(session, task.order_id)
         order = session.get(Order, task.order_id)
         assert order is not None
-        session.add(
-            Payment(
-                order_id=order.id,
-                kind="refund",
-                status="succeeded",
-                provider_id=refunded.refund_id,
-                amount=refunded.amount,
-                currency=order.currency,
-            )
+        _record(
+            session,
+            order.id,
+            "refund",
+            "succeeded",
+            refunded.refund_id,
+            refunded.amount,
+            order.currency,
         )
         chain.record(
             session,

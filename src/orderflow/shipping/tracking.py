@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -105,6 +105,9 @@ def observe_many(
     if late:
         chain.lock_heads(session, sorted(late), whole_rows=True)
         shipments = _shipments(session, shipment_ids)
+    batch = deferred.current()
+    if batch is not None:
+        batch.email_scope, batch.shipped_emails = frozenset(locked | late), None
     outcomes: list[str] = []
     decided: dict[str, str] = {}
     for o in observations:
@@ -115,18 +118,7 @@ def observe_many(
         if shipment is None:
             outcome = "unmatched"  # booked, but our booking step has not committed yet: kept
         else:
-            outcome = apply(
-                session,
-                shipment,
-                o.carrier_status,
-                actor=actor,
-                next_poll_at=next_poll_at,
-                details={
-                    "event_id": o.event_id,
-                    "source": o.source,
-                    "occurred_at": o.occurred_at.isoformat(),
-                },
-            )
+            outcome = _apply_event(session, shipment, o, actor=actor, next_poll_at=next_poll_at)
         decided[o.event_id] = outcome
         outcomes.append(outcome)
     if decided:
@@ -201,18 +193,40 @@ def _replay(session: Session, booked: dict[str, tuple[Shipment, str, datetime]])
     ).all()
     for event in events:
         shipment, actor, next_poll_at = booked[event.carrier_shipment_id]
-        event.outcome = apply(
-            session,
-            shipment,
-            event.carrier_status,
-            actor=actor,
-            next_poll_at=next_poll_at,
-            details={
-                "event_id": event.event_id,
-                "source": event.source,
-                "occurred_at": event.occurred_at.isoformat(),
-            },
+        event.outcome = _apply_event(
+            session, shipment, event, actor=actor, next_poll_at=next_poll_at
         )
+
+
+class _Event(Protocol):
+    """What applying needs of an event: an `Observation`, or a stored `CarrierEvent`."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def carrier_status(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+def _apply_event(
+    session: Session, shipment: Shipment, event: _Event, *, actor: str, next_poll_at: datetime
+) -> str:
+    details = {
+        "event_id": event.event_id,
+        "source": event.source,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+    return apply(
+        session,
+        shipment,
+        event.carrier_status,
+        actor=actor,
+        next_poll_at=next_poll_at,
+        details=details,
+    )
 
 
 def apply(
@@ -259,6 +273,20 @@ def apply(
 
 
 def shipped_email_sent(session: Session, order_id: int) -> bool:
+    """Whether the order's "shipped" e-mail went out (its order locked). For a group of carrier
+    events, one query answers it for every order of the group."""
+    batch = deferred.current()
+    if batch is not None and order_id in batch.email_scope:
+        if batch.shipped_emails is None:
+            batch.shipped_emails = set(
+                session.scalars(
+                    select(Notification.order_id).where(
+                        Notification.order_id.in_(sorted(batch.email_scope)),
+                        Notification.kind == "shipped",
+                    )
+                )
+            )
+        return order_id in batch.shipped_emails
     return (
         session.scalar(
             select(Notification.id).where(

@@ -13,9 +13,8 @@ import structlog
 
 from orderflow.clock import after
 from orderflow.db import Database
-from orderflow.grouping import Grouper
+from orderflow.grouping import UNAVAILABLE, Grouper
 from orderflow.orders import service
-from orderflow.orders.group_commit import UNAVAILABLE
 from orderflow.shipping import tracking
 
 log = structlog.get_logger("orderflow.webhooks")
@@ -39,15 +38,7 @@ class WebhookCommit(Grouper[tracking.Observation, str]):
             if len(observations) == 1:
                 raise
             log.warning("webhooks.group_failed", webhooks=len(observations), exc_info=True)
-        results: list[str | Exception] = []
-        for observation in observations:
-            try:
-                results.extend(self._apply([observation]))
-            except UNAVAILABLE:
-                raise
-            except Exception as exc:
-                results.append(exc)
-        return results
+        return self.one_by_one(observations)
 
     def _apply(self, observations: list[tracking.Observation]) -> list[str]:
         with self._db.transaction() as session, service.deferred_writes(session):

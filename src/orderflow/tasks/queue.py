@@ -329,17 +329,19 @@ def record_attempt(
     http_status: int | None = None,
     error: str | None = None,
 ) -> None:
-    session.add(
-        TaskAttempt(
-            task_id=task.id,
-            attempt=task.attempts,
-            worker=worker,
-            started_at=started_at,
-            finished_at=finished_at,
-            outcome=outcome,
-            http_status=http_status,
-            error=error,
-        )
+    deferred.add(  # evidence nothing reads back in the batch: one INSERT with its others
+        session,
+        TaskAttempt,
+        {
+            "task_id": task.id,
+            "attempt": task.attempts,
+            "worker": worker,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "outcome": outcome,
+            "http_status": http_status,
+            "error": error,
+        },
     )
 
 

@@ -52,6 +52,7 @@ from orderflow.tasks.errors import (
 from orderflow.tasks.queue import ClaimedTask
 from orderflow.tasks.retry import RetryPolicy
 from orderflow.tasks.step import Reschedule, Step
+from orderflow.tasks.wakeup import Wakeup
 
 log = structlog.get_logger("orderflow.worker")
 
@@ -125,14 +126,18 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Work until `stop` is set; the batch in hand is always finished first."""
         log.info("worker.started", worker=self.name)
+        wakeup = Wakeup(self.db)
         while not stop.is_set():
             try:
                 done = self.run_once()
             except Exception:
                 log.exception("worker.batch_failed", worker=self.name)
                 done = 0
-            if done == 0:
-                stop.wait(self.idle_seconds)
+            if done:
+                wakeup.busy()
+            elif not wakeup.listen():  # just started listening: look once more first
+                wakeup.wait(self.idle_seconds, stop)
+        wakeup.close()
         self._pool.shutdown(wait=True)
         with self._mark_lock:
             if self._mark_connection is not None:
