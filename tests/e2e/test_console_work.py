@@ -2,7 +2,7 @@
 server, simulators, a worker running in the background): a dead letter fixed and redriven from
 the browser ships once, a group redrive with its dry run then progress, the orders search, and
 the dispute bundle download verified offline. Each page is checked with axe-core and
-screenshotted (test-artifacts/console/)."""
+screenshotted (tests/artifacts/console/)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 orders by creation time (the console's search by date)
 
 Revision ID: 5b1d0c7e9a21
-Revises: ac992d2913d9
+Revises: 5b1f0c3e9a27
 Create Date: 2026-11-28 15:05:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from orderflow.deadletters.causes import fingerprint
 
 revision: str = "5b1d0c7e9a21"
-down_revision: str | None = "ac992d2913d9"
+down_revision: str | None = "5b1f0c3e9a27"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
