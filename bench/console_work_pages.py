@@ -1,8 +1,8 @@
 """Benchmark: the console's work pages with 1,000,000 orders and 100,000 dead letters.
 
-    python bench/console_pages.py \
+    python bench/console_work_pages.py \
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench_console
-    python bench/console_pages.py --database-url … --reuse     # the rows are there already
+    python bench/console_work_pages.py --database-url … --reuse     # the rows are there already
 
 The database is migrated by the product's migrations, then filled with INSERT … SELECT
 generate_series: 20,000 customers, `--orders` orders spread over 30 days (all statuses), two
