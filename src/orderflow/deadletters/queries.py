@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from orderflow.deadletters.causes import fingerprint
@@ -52,11 +52,16 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def cause_of(task: Task) -> str:
-    return fingerprint(task.kind, task.error_class, task.last_error)
+    return task.cause or fingerprint(task.kind, task.error_class, task.last_error)
 
 
-def _query(flt: Filter, after_id: int | None = None) -> Select[Task]:
-    query = select(Task).where(Task.status == TaskStatus.DEAD).order_by(Task.id)
+AnySelect = TypeVar("AnySelect", bound="Select[*tuple[Any, ...]]")
+
+
+def _where(query: AnySelect, flt: Filter) -> AnySelect:
+    query = query.where(Task.status == TaskStatus.DEAD)
+    if flt.cause:
+        query = query.where(Task.cause == flt.cause)
     if flt.step:
         query = query.where(Task.kind == flt.step)
     if flt.dependency:
@@ -66,24 +71,66 @@ def _query(flt: Filter, after_id: int | None = None) -> Select[Task]:
         query = query.where(Task.last_failed_at >= flt.since)
     if flt.until:
         query = query.where(Task.last_failed_at < flt.until)
-    if after_id is not None:
-        query = query.where(Task.id > after_id)
     return query
 
 
 def matching(
     session: Session, flt: Filter, *, after_id: int | None = None, limit: int | None = None
 ) -> list[Task]:
-    """Dead letters matching the filter, oldest first (the cause is matched in Python)."""
-    found: list[Task] = []
-    cursor = after_id
-    while limit is None or len(found) < limit:
-        page = list(session.scalars(_query(flt, cursor).limit(500)))
-        if not page:
-            break
-        cursor = page[-1].id
-        found.extend(t for t in page if flt.cause is None or cause_of(t) == flt.cause)
-    return found if limit is None else found[:limit]
+    """Dead letters matching the filter, oldest first (the cause is a stored column)."""
+    query = _where(select(Task), flt).order_by(Task.id)
+    if after_id is not None:
+        query = query.where(Task.id > after_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def ids(session: Session, flt: Filter, *, limit: int) -> list[int]:
+    """The ids of the first `limit` dead letters matching, oldest first."""
+    query = _where(select(Task.id), flt).order_by(Task.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def page(
+    session: Session, flt: Filter, *, after_id: int | None = None, limit: int = 50
+) -> tuple[list[Task], int | None]:
+    """One page of dead letters, oldest first (keyset); the cursor of the next page, if any."""
+    tasks = matching(session, flt, after_id=after_id, limit=limit + 1)
+    return tasks[:limit], tasks[limit - 1].id if len(tasks) > limit else None
+
+
+def group_counts(session: Session, flt: Filter) -> list[dict[str, Any]]:
+    """Dead letters by cause, counted by the database: count, oldest and newest failure."""
+    query = _where(
+        select(
+            Task.cause,
+            Task.kind,
+            Task.error_class,
+            func.count(),
+            func.min(Task.last_failed_at),
+            func.max(Task.last_failed_at),
+        ),
+        flt,
+    ).group_by(Task.cause, Task.kind, Task.error_class)
+    result = [
+        {
+            "cause": cause,
+            "step": kind,
+            "error_class": error_class,
+            "count": count,
+            "oldest": _iso(oldest),
+            "newest": _iso(newest),
+        }
+        for cause, kind, error_class, count, oldest, newest in session.execute(query)
+    ]
+    return sorted(result, key=lambda g: (-int(g["count"]), str(g["cause"])))
+
+
+def count_and_last(session: Session, flt: Filter) -> tuple[int, int | None]:
+    """How many dead letters match, and the id of the newest (a bulk redrive's upper bound)."""
+    count, last = session.execute(_where(select(func.count(), func.max(Task.id)), flt)).one()
+    return int(count), last
 
 
 def summary(task: Task) -> dict[str, Any]:
@@ -147,3 +194,13 @@ def detail(session: Session, task_id: int) -> dict[str, Any]:
             for a in attempts
         ],
     }
+
+
+def of_order(session: Session, order_id: int) -> list[dict[str, Any]]:
+    """The order's dead letters (for links from its page)."""
+    query = (
+        select(Task)
+        .where(Task.order_id == order_id, Task.status == TaskStatus.DEAD)
+        .order_by(Task.id)
+    )
+    return [summary(t) for t in session.scalars(query)]

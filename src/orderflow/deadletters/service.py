@@ -10,7 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
-from orderflow.deadletters.queries import Filter, cause_of, groups, matching
+from orderflow.deadletters.queries import (
+    Filter,
+    cause_of,
+    count_and_last,
+    group_counts,
+    ids,
+)
 from orderflow.errors import Conflict, Invalid, NotFound
 from orderflow.orders import service
 from orderflow.orders.status import CANCELLABLE, OrderStatus
@@ -83,11 +89,11 @@ def discard(session: Session, task_id: int, *, actor: str, reason: str) -> None:
 
 def preview(session: Session, flt: Filter) -> dict[str, Any]:
     """The dry run of a bulk redrive: what would go round again."""
-    tasks = matching(session, flt)
+    count, _ = count_and_last(session, flt)
     return {
-        "would_redrive": len(tasks),
-        "groups": groups(tasks),
-        "task_ids": [t.id for t in tasks[:1000]],
+        "would_redrive": count,
+        "groups": group_counts(session, flt),
+        "task_ids": ids(session, flt, limit=1000),
     }
 
 
@@ -101,8 +107,8 @@ def start_bulk_redrive(
     four_eyes: dict[str, Any] | None = None,
 ) -> int:
     """Queue a durable bulk redrive of what matches now; returns its id (a task id)."""
-    tasks = matching(session, flt)
-    if not tasks:
+    total, last_id = count_and_last(session, flt)
+    if not total:
         raise Conflict("no dead letter matches this filter", code="nothing_to_redrive")
     key = f"redrive:{uuid.uuid4().hex}"
     queue.enqueue(
@@ -112,9 +118,9 @@ def start_bulk_redrive(
         payload={
             "filter": flt.as_dict(),
             "actor": actor,
-            "up_to_id": tasks[-1].id,  # what matches later is not part of this redrive
+            "up_to_id": last_id,  # what matches later is not part of this redrive
             "after_id": 0,
-            "total": len(tasks),
+            "total": total,
             "redriven": 0,
             "batch": batch,
             "pace_seconds": pace_seconds,

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from orderflow.clock import now
+from orderflow.deadletters.causes import fingerprint
 from orderflow.intake.messages import Refusal, known_key, raw_payload
 from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
 
@@ -86,6 +87,7 @@ def record(
         "attempts": 1,
         "error_class": refusal.error_class,
         "last_error": text(refusal.reason),
+        "cause": fingerprint(KIND, refusal.error_class, text(refusal.reason)),
         "first_failed_at": at,
         "last_failed_at": at,
         "created_at": at,

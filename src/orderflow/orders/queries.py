@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -15,7 +16,9 @@ from orderflow.dependencies import health
 from orderflow.dependencies.queries import waiting_for
 from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
-from orderflow.orders.models import Order, OrderLine, order_reference
+from orderflow.orders import waiting
+from orderflow.orders.models import Order, OrderLine, order_reference, parse_order_reference
+from orderflow.orders.status import TERMINAL
 from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
@@ -253,3 +256,95 @@ def list_orders(
     orders = list(session.scalars(query))
     cursor = orders[limit - 1].id if len(orders) > limit else None
     return [summary(o) for o in orders[:limit]], cursor
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+CUSTOMERS_LISTED = 5000
+
+
+def search_orders(
+    session: Session,
+    *,
+    text: str | None = None,
+    status: str | None = None,
+    created_from: datetime | None = None,
+    created_before: datetime | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Orders by reference (ORD-000123), customer name or e-mail (part of it), status and
+    creation time; newest first, keyset-paginated like `list_orders`. Each row carries its
+    customer's name and e-mail."""
+    # The page's ids first (from the indexes alone where it can), then those orders' rows:
+    # a customer with thousands of orders costs index entries, not rows.
+    query = select(Order.id).order_by(Order.id.desc()).limit(limit + 1)
+    words = (text or "").strip()
+    if words:
+        order_id = parse_order_reference(words.upper())
+        if order_id is not None:
+            query = query.where(Order.id == order_id)
+        else:
+            pattern = _like(words.lower())
+            customers = select(Customer.id).where(
+                or_(
+                    func.lower(Customer.name).like(pattern, escape="\\"),
+                    func.lower(Customer.email).like(pattern, escape="\\"),
+                )
+            )
+            # The matching customers as a list when there are not too many: the planner then
+            # knows how many, and walks the newest orders keeping theirs (a subquery's LIKE is
+            # estimated at a handful of customers, and their every order is fetched).
+            matched = list(session.scalars(customers.limit(CUSTOMERS_LISTED + 1)))
+            listed = len(matched) <= CUSTOMERS_LISTED
+            query = query.where(Order.customer_id.in_(matched if listed else customers))
+    if status:
+        query = query.where(Order.status == status)
+    if created_from is not None:
+        query = query.where(Order.created_at >= created_from)
+    if created_before is not None:
+        query = query.where(Order.created_at < created_before)
+    if before is not None:
+        query = query.where(Order.id < before)
+    rows = session.execute(
+        select(Order, Customer.name, Customer.email)
+        .join(Customer, Customer.id == Order.customer_id)
+        .where(Order.id.in_(query.scalar_subquery()))
+        .order_by(Order.id.desc())
+    ).all()
+    cursor = rows[limit - 1][0].id if len(rows) > limit else None
+    found = [{**summary(o), "customer": {"name": n, "email": e}} for o, n, e in rows[:limit]]
+    return found, cursor
+
+
+def waiting_words(session: Session, order_ids: list[int]) -> dict[int, str]:
+    """What each of these orders waits for, in words (one query for their open work)."""
+    if not order_ids:
+        return {}
+    tasks = session.scalars(
+        select(Task).where(
+            Task.order_id.in_(order_ids),
+            Task.status.in_([TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.DEAD]),
+        )
+    ).all()
+    ended = set(
+        session.scalars(select(Order.id).where(Order.id.in_(order_ids), Order.status.in_(TERMINAL)))
+    )
+    dependencies = health.states(session) if tasks else {}
+    work: dict[int, list[dict[str, Any]]] = {}
+    for t in tasks:
+        dependency = dependencies.get(DEPENDENCY_OF.get(t.kind, ""))
+        row = {
+            "step": t.kind,
+            "status": t.status,
+            "attempts": t.attempts,
+            "waiting_for": None if t.status == TaskStatus.DEAD else waiting_for(dependency),
+        }
+        work.setdefault(int(t.order_id or 0), []).append(row)
+    return {
+        order_id: waiting.of_order(rows, ended=order_id in ended) or ""
+        for order_id, rows in work.items()
+    }

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orderflow.clock import now
@@ -26,6 +26,15 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_claim", "status", "run_at"),
         Index("ix_tasks_order_id", "order_id"),
+        # Dead letters by cause: the inbox's GROUP BY and a group's pages, from the index alone.
+        Index(
+            "ix_tasks_dead_cause",
+            "cause",
+            "id",
+            postgresql_include=["last_failed_at", "kind", "error_class"],
+            postgresql_where=text("status = 'dead'"),
+            sqlite_where=text("status = 'dead'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -41,6 +50,8 @@ class Task(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_class: Mapped[str | None] = mapped_column(String(16))  # transient | permanent | poison
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A dead letter's cause (`deadletters.causes.fingerprint`), set when it dies: for grouping.
+    cause: Mapped[str | None] = mapped_column(String(500))
     first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

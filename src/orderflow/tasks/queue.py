@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from orderflow import deferred
 from orderflow.clock import now
 from orderflow.db import insert_ignore
+from orderflow.deadletters.causes import fingerprint
 from orderflow.tasks.errors import ErrorClass
 from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
 
@@ -246,6 +247,7 @@ def bury(session: Session, task: ClaimedTask, *, error_class: ErrorClass, error:
         status=TaskStatus.DEAD,
         error_class=error_class,
         last_error=error,
+        cause=fingerprint(task.kind, error_class, error),
         first_failed_at=_first_failed(task, at),
         last_failed_at=at,
         finished_at=at,

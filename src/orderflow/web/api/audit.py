@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from orderflow.audit import bundle, investigation, signing
-from orderflow.web.context import Context, ReadSession, Support, Viewer
+from orderflow.web.context import AppContext, Context, ReadSession, Support, Viewer
 from orderflow.web.openapi import READ, errors
 from orderflow.web.params import OrderRef, order_id_of
 
 router = APIRouter(tags=["audit"])
 
 
-def _anchor_key(ctx: Context) -> bytes | None:
+def anchor_key(ctx: AppContext) -> bytes | None:
     """The anchor public key, when configured: verdicts then check anchors' signatures."""
     settings = ctx.settings
     return signing.public_key_for(
@@ -28,7 +28,7 @@ def order_audit(
     order_id: OrderRef, session: ReadSession, ctx: Context, _: Viewer
 ) -> dict[str, Any]:
     """The order's hash-chained entries as stored, and the integrity verdict."""
-    return investigation.audit_view(session, order_id_of(order_id), _anchor_key(ctx))
+    return investigation.audit_view(session, order_id_of(order_id), anchor_key(ctx))
 
 
 @router.get("/orders/{order_id}/investigation", responses=errors(*READ, 404))
@@ -36,7 +36,7 @@ def order_investigation(
     order_id: OrderRef, session: ReadSession, ctx: Context, _: Support
 ) -> dict[str, Any]:
     """Summary, plain-language timeline, integrity, failures, payments, carrier events, e-mails."""
-    return investigation.investigation(session, order_id_of(order_id), _anchor_key(ctx))
+    return investigation.investigation(session, order_id_of(order_id), anchor_key(ctx))
 
 
 @router.get(
@@ -62,7 +62,7 @@ def dispute_bundle(
         session,
         order_id_of(order_id),
         archive_dir=ctx.settings.audit_archive_dir,
-        public_key=_anchor_key(ctx),
+        public_key=anchor_key(ctx),
     )
     if format == "html":
         return HTMLResponse(bundle.render_html(data))

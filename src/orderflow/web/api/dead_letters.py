@@ -21,8 +21,8 @@ router = APIRouter(tags=["dead letters"])
 REDRIVE = "/api/v1/dead-letters/redrives/{redrive_id}"
 
 
-def _text() -> Any:
-    return Query(None, max_length=200, pattern=NO_NUL)
+def _text(max_length: int = 200) -> Any:
+    return Query(None, max_length=max_length, pattern=NO_NUL)
 
 
 @router.get("/dead-letters", responses=errors(*READ, 422))
@@ -30,18 +30,18 @@ def list_dead_letters(
     session: ReadSession,
     _: Viewer,
     step: str | None = _text(),
-    cause: str | None = _text(),
+    cause: str | None = _text(500),  # a cause as listed: up to ~360 characters
     dependency: str | None = _text(),
     since: UtcDateTime | None = Query(None, description=UTC_DESCRIPTION),
     until: UtcDateTime | None = Query(None, description=UTC_DESCRIPTION),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     flt = Filter(step=step, cause=cause, dependency=dependency, since=since, until=until)
-    tasks = queries.matching(session, flt)
+    groups = queries.group_counts(session, flt)
     return {
-        "total": len(tasks),
-        "groups": queries.groups(tasks),
-        "data": [queries.summary(t) for t in tasks[:limit]],
+        "total": sum(g["count"] for g in groups),
+        "groups": groups,
+        "data": [queries.summary(t) for t in queries.matching(session, flt, limit=limit)],
     }
 
 

@@ -29,6 +29,8 @@ Text = Annotated[
 Line2 = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)]
 Phone = Annotated[str, StringConstraints(max_length=50, pattern=NO_NUL)]
 FilterText = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)]
+# A dead letter's cause as the API lists it (step · class · the error's first 300 characters).
+CauseText = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
 Reason = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_NUL)
 ]
@@ -131,7 +133,7 @@ class DiscardIn(Strict):
 
 class BulkRedriveIn(Strict):
     step: FilterText | None = None
-    cause: FilterText | None = None
+    cause: CauseText | None = None
     dependency: FilterText | None = None
     since: UtcDateTime | None = None
     until: UtcDateTime | None = None

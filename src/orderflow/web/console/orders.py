@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from orderflow.audit import bundle, investigation, timeline
 from orderflow.catalog import service as catalog
-from orderflow.catalog.models import Customer
+from orderflow.deadletters import queries as dead_letter_queries
 from orderflow.errors import Conflict, DomainError, Invalid, NotFound
-from orderflow.orders import queries, service
+from orderflow.orders import queries, service, waiting
 from orderflow.orders.models import parse_order_reference
 from orderflow.orders.service import LineRequest
 from orderflow.orders.status import CANCELLABLE, TERMINAL, OrderStatus
 from orderflow.people import four_eyes
+from orderflow.people.roles import Role
+from orderflow.tasks.models import TaskStatus
+from orderflow.web.api.audit import anchor_key
 from orderflow.web.console.rendering import (
+    HEADERS,
     PREFIX,
     STATUSES,
     not_found,
@@ -26,13 +33,25 @@ from orderflow.web.console.rendering import (
     render,
     sentence,
 )
-from orderflow.web.console.sessions import Poster, User, forbid
+from orderflow.web.console.sessions import NotAllowed, Poster, User, forbid, user_can
 from orderflow.web.context import AppContext, Context
 from orderflow.web.params import MAX_ID, parse_id
 
 LINE_SLOTS = 3
+OPEN = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.DEAD)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+def _day(value: str | None, name: str) -> datetime | None:
+    """A date from the search form (2026-11-28) as midnight UTC; Invalid if it is not one."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(text), time(), UTC)
+    except ValueError:
+        raise Invalid(f"{name} must be a date like 2026-11-28, not “{text[:40]}”") from None
 
 
 @router.get("/orders")
@@ -40,27 +59,56 @@ def orders(
     request: Request,
     ctx: Context,
     _: User,
+    q: str | None = None,
     status: str | None = None,
+    since: Annotated[str | None, Query(alias="from")] = None,
+    until: Annotated[str | None, Query(alias="to")] = None,
     before: str | None = None,
 ) -> Response:
+    """Search by reference, customer name or e-mail, status and date; newest first."""
     chosen = status if status in STATUSES else None
     cursor = parse_id(before)
-    with ctx.db.read() as session:
-        rows, next_before = queries.list_orders(session, status=chosen, before=cursor, limit=50)
-        ids = {row["customer_id"] for row in rows}
-        found = session.scalars(select(Customer).where(Customer.id.in_(ids)))
-        names = {c.id: (c.name, c.email) for c in found}
+    text = (q or "").strip()[:200].replace("\x00", "")
+    search = {"q": text, "status": chosen or "", "from": since or "", "to": until or ""}
+    error = None
+    rows: list[dict[str, Any]] = []
+    next_before = None
+    words: dict[int, str] = {}
+    try:
+        first = _day(since, "From")
+        last = _day(until, "To")
+        if first and last and first > last:
+            raise Invalid("“From” is after “To”: no order can match")
+        with ctx.db.read() as session:
+            rows, next_before = queries.search_orders(
+                session,
+                text=text or None,
+                status=chosen,
+                created_from=first,
+                created_before=last + timedelta(days=1) if last else None,
+                before=cursor,
+                limit=50,
+            )
+            words = queries.waiting_words(session, [r["id"] for r in rows])
+    except Invalid as exc:
+        error = sentence(exc.message)
+    filters = {k: v for k, v in search.items() if v}
     return render(
         request,
         "orders.html",
         {
             "orders": rows,
-            "customers": names,
+            "waiting": words,
+            "search": search,
+            "searching": bool(filters),
+            "query": urlencode(filters),
             "status": chosen,
             "before": cursor,
             "next_before": next_before,
-            "refresh": True,
+            "error": error,
+            "refresh": error is None,
         },
+        422 if error else 200,
     )
 
 
@@ -198,6 +246,8 @@ NOTICES = {
     "proposed": "Cancellation and refund proposed: another admin must approve it.",
     "approved": "Approved: the action has been carried out.",
     "rejected": "Proposal closed: nothing was done.",
+    "redriven": "Redriven: the work is queued again; this page follows it.",
+    "fixed": "Address corrected and the booking redriven; this page follows it.",
 }
 
 
@@ -226,14 +276,26 @@ def _order_page(
             order = queries.order_view(session, order_id)
             charged = service.charged_payment(session, order_id) is not None
             pending = four_eyes.listing(session, order_id=order_id)
+            audit = investigation.audit_view(session, order_id, anchor_key(ctx))
+            letters = {t["step"]: t["id"] for t in dead_letter_queries.of_order(session, order_id)}
     except NotFound:
         return not_found(request, f"There is no order {order_ref}.")
     status = OrderStatus(order["status"])
+    ended = status in TERMINAL
+    work = [
+        dict(w, words=waiting.of_work(w, ended=ended)) for w in order["work"] if w["status"] in OPEN
+    ]
     return render(
         request,
         "order.html",
         {
             "order": order,
+            "open_work": work,
+            "waiting_words": waiting.of_order(work, ended=ended),
+            "dead_letters": letters,
+            "timeline": timeline.timeline(audit["entries"], order["currency"]),
+            "verdict": audit["verdict"],
+            "can_support": user_can(request, Role.SUPPORT),
             "notice": NOTICES.get(notice or ""),
             "error": error,
             "cancellable": status in CANCELLABLE,
@@ -243,6 +305,35 @@ def _order_page(
             "refresh": status not in TERMINAL,
         },
         status_code,
+    )
+
+
+@router.get("/orders/{order_ref}/dispute-bundle")
+def dispute_bundle(request: Request, ctx: Context, user: User, order_ref: str) -> Response:
+    """The order's evidence bundle as a JSON download (checkable offline: verify_bundle.py)."""
+    if not user.who.can(Role.SUPPORT):
+        raise NotAllowed(f"Your role ({user.who.role}) cannot download dispute bundles.")
+    order_id = _order_id(order_ref)
+    try:
+        if order_id is None:
+            raise NotFound(order_ref)
+        with ctx.db.read() as session:
+            data = bundle.build(
+                session,
+                order_id,
+                archive_dir=ctx.settings.audit_archive_dir,
+                public_key=anchor_key(ctx),
+            )
+    except NotFound:
+        return not_found(request, f"There is no order {order_ref}.")
+    name = f"{data['order']['reference']}.dispute.json"
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={
+            **HEADERS,
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
     )
 
 

@@ -139,6 +139,12 @@ def _set_cookie(response: Response, request: Request, settings: Settings, key: s
     )
 
 
+def user_can(request: Request, role: Role) -> bool:
+    """Whether the page's logged-in user has at least this role (for showing buttons)."""
+    user: LoggedIn | None = getattr(request.state, "console_user", None)
+    return bool(user and user.who.can(role))
+
+
 def forbid(user: LoggedIn, doing: str) -> None:
     """Only an admin may do this: anyone else gets a 403 page saying so."""
     if not user.who.can(Role.ADMIN):
