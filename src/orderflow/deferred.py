@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
+
+from orderflow import bulk
 
 
 @dataclass
@@ -76,9 +77,9 @@ def add(session: Session, model: type[Any], values: dict[str, Any]) -> None:
 
 
 def flush_rows(session: Session, batch: Deferred) -> None:
-    for model, rows in batch.rows.items():
-        if rows:  # Core, not the ORM's bulk path: nothing is fetched back or tracked
-            session.connection().execute(insert(model.__table__), rows)
+    """The batch's new rows, every table at once (one statement on PostgreSQL): Core, not the
+    ORM's bulk path, so nothing is fetched back or tracked."""
+    bulk.insert_rows(session, [(model.__table__, rows) for model, rows in batch.rows.items()])
     batch.rows.clear()
 
 

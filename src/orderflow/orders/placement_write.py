@@ -19,12 +19,12 @@ stock locked as it is read).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, Table, case, insert, select, update
 from sqlalchemy.orm import Session
+
+from orderflow.bulk import insert_cte, naive_utc
 
 Rows = list[tuple[Table, list[dict[str, Any]]]]
 
@@ -59,8 +59,8 @@ def _write_postgresql(session: Session, rows: Rows, products: Table, taken: dict
     ctes = []
     for table, table_rows in rows:
         columns = tuple(table_rows[0])
-        ctes.append(_insert_cte(table.name, columns))
-        params[table.name] = json.dumps(table_rows, default=_naive_utc)
+        ctes.append(insert_cte(table.name, columns))
+        params[table.name] = json.dumps(table_rows, default=naive_utc)
     sql = (
         f"WITH {', '.join(ctes)} "
         f"UPDATE {products.name} SET stock = {products.name}.stock - d.n FROM ("
@@ -70,19 +70,3 @@ def _write_postgresql(session: Session, rows: Rows, products: Table, taken: dict
         f") AS d WHERE {products.name}.sku = d.sku"
     )
     session.connection().exec_driver_sql(sql, params)
-
-
-@cache
-def _insert_cte(table: str, columns: tuple[str, ...]) -> str:
-    names = ", ".join(columns)
-    return (
-        f"w_{table} AS (INSERT INTO {table} ({names}) "
-        f"SELECT {names} FROM json_populate_recordset(NULL::{table}, %({table})s::json))"
-    )
-
-
-def _naive_utc(value: Any) -> str:
-    """Timestamps as UTCDateTime stores them: naive UTC (the columns have no time zone)."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
