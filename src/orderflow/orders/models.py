@@ -35,6 +35,7 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_status_id", "status", "id"),
         Index("ix_orders_customer_id_id", "customer_id", "id"),
+        Index("ix_orders_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

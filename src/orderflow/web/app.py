@@ -13,10 +13,12 @@ from orderflow.observability.metrics import registry_for
 from orderflow.web import console, errors, health, openapi, webhooks
 from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders, proposals
 from orderflow.web.body_limit import BodyLimit
-from orderflow.web.context import AppContext
+from orderflow.web.context import AppContext, DemoSimulators
 
 
-def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> FastAPI:
+def create_app(
+    settings: Settings, db: Database, *, mailbox: Any = None, demo: DemoSimulators | None = None
+) -> FastAPI:
     app = FastAPI(
         title="orderflow",
         version=__version__,
@@ -26,7 +28,7 @@ def create_app(settings: Settings, db: Database, *, mailbox: Any = None) -> Fast
             '`{"error": {"code", "message"}}` with an honest status.'
         ),
     )
-    app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox)
+    app.state.ctx = AppContext(settings=settings, db=db, mailbox=mailbox, demo=demo)
     app.state.metrics = registry_for(db, app.state.ctx.pressure)
     errors.install(app)
     # Routes are matched in order: the busiest first (four webhooks and one placement per order).

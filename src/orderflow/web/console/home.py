@@ -1,0 +1,60 @@
+"""The console's home: the state of the system at a glance, with charts over an hour or a day."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from orderflow.clock import now
+from orderflow.dependencies.queries import dependencies_view
+from orderflow.observability import overview
+from orderflow.observability.buckets import WINDOWS, window
+from orderflow.web.console.charts import band_chart, line_chart
+from orderflow.web.console.rendering import PREFIX, render
+from orderflow.web.console.sessions import User
+from orderflow.web.context import Context
+from orderflow.wiring import dependency_policies
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+@router.get("")
+@router.get("/")
+def home(request: Request, ctx: Context, _: User, span: str = "hour") -> Response:
+    if span not in WINDOWS:
+        message = f"There is no chart span '{span[:40]}': choose the last hour or the last day."
+        return render(request, "bad_request.html", {"message": message}, 400)
+    rates = {name: p.rate_per_second for name, p in dependency_policies(ctx.settings).items()}
+    chosen = window(span, now())
+    with ctx.db.read() as session:
+        flow = overview.placed_and_delivered(session, chosen)
+        backlog = overview.backlog_series(session, chosen)
+        bands = overview.dependency_bands(session, chosen)
+        context = {
+            "by_status": overview.orders_by_status(session),
+            "work": overview.work_waiting(session),
+            "dependencies": dependencies_view(session, rates),
+            "incidents": overview.open_incidents(session),
+            "dead_letters": overview.dead_letters_by_cause(session),
+            "bands": bands,
+        }
+    series: dict[str, list[int | None]] = {
+        "placed": [b["placed"] for b in flow],
+        "delivered": [b["delivered"] for b in flow],
+    }
+    return render(
+        request,
+        "home.html",
+        {
+            **context,
+            "section": "home",
+            "span": span,
+            "window": chosen,
+            "flow": flow,
+            "flow_chart": line_chart(chosen, series),
+            "backlog": backlog,
+            "backlog_chart": line_chart(chosen, dict(backlog)),
+            "bands_chart": band_chart(chosen, bands),
+            "refresh": True,
+        },
+    )
