@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 
+from orderflow.dependencies import health
+from orderflow.dependencies.policy import DependencyPolicy
+from orderflow.tasks import queue
+
 from tests.support.console import log_in
 from tests.support.stack import Stack
 
@@ -29,3 +33,42 @@ def test_home_shows_counts_grouped_by_the_database_and_three_charts(stack: Stack
     assert day.status_code == 200 and "per 15 minutes" in day.text
     bad = console.page("/console?span=week")
     assert bad.status_code == 400 and "last hour or the last day" in bad.text
+
+
+def _carrier_down(stack: Stack) -> None:
+    policy = DependencyPolicy(
+        "bobs_post", failure_threshold=1, probe_seconds=300, rate_per_second=None
+    )
+    with stack.db.transaction() as session:
+        health.ensure(session, ["bobs_post", "paydesk"])
+        health.record_failure(session, policy, "Bob's Post: HTTP 503: service unavailable")
+
+
+def _carrier_back(stack: Stack) -> None:
+    with stack.db.transaction() as session:
+        health.record_success(session, "bobs_post")
+
+
+def test_an_outage_shows_on_every_page_and_on_the_dependencies_page(stack: Stack) -> None:
+    """Bob's Post down: a banner with the orders waiting and the next probe on every page; the
+    dependencies page says since when, the last error and the history; gone once it is back."""
+    stack.user("vera", "viewer")
+    stack.product("WIDGET", stock=10)
+    customer = stack.customer()
+    console = log_in(stack, "vera")
+    assert "down</strong>" not in console.page("/console/orders").text
+    _carrier_down(stack)
+    order = stack.place(customer, [("WIDGET", 1)])
+    with stack.db.transaction() as session:  # the order is paid: its booking waits for Bob's Post
+        queue.enqueue(session, "book", f"{order['reference']}:book-test", order_id=order["id"])
+    for path in ("/console", "/console/orders", "/console/mailbox", "/console/banner"):
+        text = console.page(path).text
+        assert "Bob&#39;s Post down</strong>" in text, path
+        assert re.search(r"— 1 order waiting, next probe", text), path
+    page = console.page("/console/dependencies").text
+    assert 'data-state="down"' in page and "HTTP 503: service unavailable" in page
+    assert "went down" in page
+    _carrier_back(stack)
+    assert "down</strong>" not in console.page("/console/orders").text
+    page = console.page("/console/dependencies").text
+    assert "came back" in page and 'data-state="down"' not in page

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from orderflow.clock import now
 from orderflow.dependencies import health
-from orderflow.dependencies.models import Dependency
+from orderflow.dependencies.models import Dependency, DependencyChange
 from orderflow.dependencies.policy import LABELS
 from orderflow.orders.workflow import DEPENDENCY_OF, TRACK
 from orderflow.tasks.models import Task, TaskStatus
@@ -107,3 +107,19 @@ def outages(session: Session) -> list[dict[str, Any]]:
             }
         )
     return views
+
+
+def history(session: Session, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
+    """Each dependency's latest state changes, newest first (`limit` each)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in health.snapshot(session):
+        changes = session.scalars(
+            select(DependencyChange)
+            .where(DependencyChange.name == row.name)
+            .order_by(DependencyChange.at.desc(), DependencyChange.id.desc())
+            .limit(limit)
+        )
+        found[row.name] = [
+            {"state": c.state, "at": _iso(c.at), "error": c.error} for c in changes
+        ]
+    return found
