@@ -8,7 +8,6 @@ import re
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.tasks import queue
-
 from tests.support.console import log_in
 from tests.support.stack import Stack
 
