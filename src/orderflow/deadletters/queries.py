@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from orderflow.deadletters.causes import fingerprint
@@ -147,3 +147,19 @@ def detail(session: Session, task_id: int) -> dict[str, Any]:
             for a in attempts
         ],
     }
+
+
+def cause_counts(session: Session) -> list[dict[str, Any]]:
+    """Dead letters grouped by cause. The database groups by (step, class, error); the few
+    distinct errors are then folded by their fingerprint (ids and times blanked)."""
+    rows = session.execute(
+        select(Task.kind, Task.error_class, Task.last_error, func.count())
+        .where(Task.status == TaskStatus.DEAD)
+        .group_by(Task.kind, Task.error_class, Task.last_error)
+    ).all()
+    causes: dict[str, dict[str, Any]] = {}
+    for kind, error_class, error, count in rows:
+        cause = fingerprint(kind, error_class, error)
+        entry = causes.setdefault(cause, {"cause": cause, "step": kind, "count": 0})
+        entry["count"] += int(count)
+    return sorted(causes.values(), key=lambda c: (-c["count"], c["cause"]))

@@ -119,7 +119,5 @@ def history(session: Session, limit: int = 20) -> dict[str, list[dict[str, Any]]
             .order_by(DependencyChange.at.desc(), DependencyChange.id.desc())
             .limit(limit)
         )
-        found[row.name] = [
-            {"state": c.state, "at": _iso(c.at), "error": c.error} for c in changes
-        ]
+        found[row.name] = [{"state": c.state, "at": _iso(c.at), "error": c.error} for c in changes]
     return found

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from orderflow.alerts.models import Incident
 from orderflow.audit.models import AuditEntry
 from orderflow.clock import now
-from orderflow.deadletters.causes import fingerprint
 from orderflow.dependencies.models import Dependency, DependencyChange
 from orderflow.dependencies.policy import LABELS
 from orderflow.observability.buckets import Window
@@ -74,22 +73,6 @@ def _aware(value: datetime) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def dead_letters_by_cause(session: Session) -> list[dict[str, Any]]:
-    """Dead letters grouped by cause. The database groups by (step, class, error); the few
-    distinct errors are then folded by their fingerprint (ids and times blanked)."""
-    rows = session.execute(
-        select(Task.kind, Task.error_class, Task.last_error, func.count())
-        .where(Task.status == TaskStatus.DEAD)
-        .group_by(Task.kind, Task.error_class, Task.last_error)
-    ).all()
-    causes: dict[str, dict[str, Any]] = {}
-    for kind, error_class, error, count in rows:
-        cause = fingerprint(kind, error_class, error)
-        entry = causes.setdefault(cause, {"cause": cause, "step": kind, "count": 0})
-        entry["count"] += int(count)
-    return sorted(causes.values(), key=lambda c: (-c["count"], c["cause"]))
 
 
 def open_incidents(session: Session) -> list[Incident]:

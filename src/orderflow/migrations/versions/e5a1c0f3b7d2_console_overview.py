@@ -1,4 +1,4 @@
-"""console overview: dependency history, backlog samples, indexes for the dashboard's charts
+"""console overview: dependency history, backlog samples, what incidents told, chart indexes
 
 Revision ID: e5a1c0f3b7d2
 Revises: ac992d2913d9
@@ -41,12 +41,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backlog_samples")),
     )
     op.create_index(op.f("ix_backlog_samples_at"), "backlog_samples", ["at"])
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("messages", sa.JSON(), nullable=True))
     # The dashboard's charts: orders placed per minute, deliveries per minute.
     op.create_index("ix_orders_created_at", "orders", ["created_at"])
     op.create_index("ix_audit_entries_to_status_at", "audit_entries", ["to_status", "at"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_column("messages")
     op.drop_index("ix_audit_entries_to_status_at", table_name="audit_entries")
     op.drop_index("ix_orders_created_at", table_name="orders")
     op.drop_index(op.f("ix_backlog_samples_at"), table_name="backlog_samples")

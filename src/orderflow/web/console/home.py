@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from orderflow.clock import now
+from orderflow.deadletters.queries import cause_counts
 from orderflow.dependencies.queries import dependencies_view
 from orderflow.observability import overview
 from orderflow.observability.buckets import WINDOWS, window
@@ -35,7 +36,7 @@ def home(request: Request, ctx: Context, _: User, span: str = "hour") -> Respons
             "work": overview.work_waiting(session),
             "dependencies": dependencies_view(session, rates),
             "incidents": overview.open_incidents(session),
-            "dead_letters": overview.dead_letters_by_cause(session),
+            "dead_letters": cause_counts(session),
             "bands": bands,
         }
     series: dict[str, list[int | None]] = {
