@@ -14,7 +14,7 @@ from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.tasks import queue
 from orderflow.tasks.models import Task
 from tests.support.console import log_in
-from tests.support.stack import Stack
+from tests.support.stack import Stack, start_stack
 
 
 def test_home_shows_counts_grouped_by_the_database_and_three_charts(stack: Stack) -> None:
@@ -105,3 +105,26 @@ def test_incidents_page_says_what_was_sent_to_whom(stack: Stack) -> None:
 def _task_status(stack: Stack, key: str) -> str | None:
     with stack.db.read() as session:
         return session.scalar(select(Task.status).where(Task.key == key))
+
+
+def test_demo_switches_flip_the_simulators_for_admins_only(database_url: str) -> None:
+    """Under the demo, an admin's button turns into the simulator's PATCH (Bob's Post down,
+    back up; Paydesk slow); a viewer is refused; without the demo the page does not exist."""
+    with start_stack(database_url, demo=True) as stack:
+        stack.user("alice", "admin")
+        stack.user("vera", "viewer")
+        admin = log_in(stack, "alice")
+        answer = admin.post("/console/demo/carrier-503", {})
+        assert answer.status_code == 303, answer.text
+        page = admin.page("/console/demo?done=carrier-503").text
+        assert "Bob&#39;s Post answers 503." in page and 'data-switch="outage">503<' in page
+        assert admin.post("/console/demo/paydesk-slow", {}).status_code == 303
+        assert admin.post("/console/demo/carrier-up", {}).status_code == 303
+        page = admin.page("/console/demo").text
+        assert 'data-switch="outage">none<' in page and "2.0 s" in page
+        assert admin.post("/console/demo/no-such-switch", {}).status_code == 404
+        viewer = log_in(stack, "vera")
+        assert viewer.page("/console/demo").status_code == 403
+        assert viewer.post("/console/demo/carrier-503", {}).status_code == 403
+    with start_stack(database_url) as plain:
+        assert log_in(plain, "alice").page("/console/demo").status_code == 404

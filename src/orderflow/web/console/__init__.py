@@ -18,7 +18,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from orderflow.web.console import dependencies, home, incidents, orders, pages, sessions
+from orderflow.web.console import demo, dependencies, home, incidents, orders, pages, sessions
 from orderflow.web.console.rendering import PREFIX, redirect, render
 from orderflow.web.console.sessions import FormRefused, LoginRequired, NotAllowed
 
@@ -46,6 +46,7 @@ def install(app: FastAPI) -> None:
     app.include_router(home.router)
     app.include_router(dependencies.router)
     app.include_router(incidents.router)
+    app.include_router(demo.router)
     app.include_router(pages.router)
     app.include_router(orders.router)
     app.include_router(pages.fallback)
