@@ -146,8 +146,10 @@ class Stack:
 
 
 @contextmanager
-def start_stack(database_url: str, *, demo: bool = False, **overrides: Any) -> Iterator[Stack]:
-    """`demo`: the console knows the simulators, as under `orderflow demo` (its switches page)."""
+def start_stack(database_url: str, **overrides: Any) -> Iterator[Stack]:
+    """`demo=True` among the overrides: the console knows the simulators, as under
+    `orderflow demo` (its switches page); the others are settings."""
+    demo = bool(overrides.pop("demo", False))
     webhook_secret_holder: dict[str, str] = {}
     outside = start_outside(webhook_url=None)
     webhook_secret_holder["secret"] = outside.webhook_secret
