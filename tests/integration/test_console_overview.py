@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 from sqlalchemy import select
 
 from orderflow.alerts.incidents import DEVELOPERS, raise_condition
@@ -128,3 +129,20 @@ def test_demo_switches_flip_the_simulators_for_admins_only(database_url: str) ->
         assert viewer.post("/console/demo/carrier-503", {}).status_code == 403
     with start_stack(database_url) as plain:
         assert log_in(plain, "alice").page("/console/demo").status_code == 404
+
+
+def test_api_docs_are_served_from_the_package_with_no_outside_host(stack: Stack) -> None:
+    """/docs names no other host (no CDN): its script, style sheet and icon are ours and served."""
+    docs = httpx.get(f"{stack.server.url}/docs")
+    assert docs.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", docs.text)
+    assert urls and all(u.startswith("/") for u in urls), urls
+    assert not re.search(r"https?://", docs.text)
+    for url in urls:
+        asset = httpx.get(f"{stack.server.url}{url}")
+        assert asset.status_code == 200 and len(asset.content) > 500, url
+    assert (
+        "SwaggerUIBundle" in httpx.get(f"{stack.server.url}/docs/assets/swagger-ui-bundle.js").text
+    )
+    assert httpx.get(f"{stack.server.url}/docs/assets/../../etc/passwd").status_code == 404
+    assert httpx.get(f"{stack.server.url}/redoc").status_code == 404

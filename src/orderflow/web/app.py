@@ -10,7 +10,7 @@ from orderflow import __version__
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.observability.metrics import registry_for
-from orderflow.web import console, errors, health, openapi, webhooks
+from orderflow.web import console, docs, errors, health, openapi, webhooks
 from orderflow.web.api import audit, catalog, dead_letters, dependencies, orders, proposals
 from orderflow.web.body_limit import BodyLimit
 from orderflow.web.context import AppContext, DemoSimulators
@@ -22,6 +22,8 @@ def create_app(
     app = FastAPI(
         title="orderflow",
         version=__version__,
+        docs_url=None,  # served by web/docs.py from the package's own files (no CDN)
+        redoc_url=None,
         description=(
             "Fault-tolerant order fulfilment. Bearer token on /api/v1 (a personal token: "
             "`orderflow tokens create`, or the admin token). Errors are JSON "
@@ -42,6 +44,7 @@ def create_app(
     app.include_router(health.router)
     console.install(app)
     openapi.install(app)
+    docs.install(app)
     # Added last, so outermost: the size limit holds before authentication and parsing on
     # every route (tests/integration/test_edge.py checks that it stays the outermost).
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
