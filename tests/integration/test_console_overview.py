@@ -15,6 +15,7 @@ from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.tasks import queue
 from orderflow.tasks.models import Task
 from tests.support.console import log_in
+from tests.support.slack import SlackReceiver
 from tests.support.stack import Stack, start_stack
 
 
@@ -79,28 +80,36 @@ def test_an_outage_shows_on_every_page_and_on_the_dependencies_page(stack: Stack
     assert "came back" in page and 'data-state="down"' not in page
 
 
-def test_incidents_page_says_what_was_sent_to_whom(stack: Stack) -> None:
+def test_incidents_page_says_what_was_sent_to_whom(database_url: str) -> None:
     """An outage incident and a lost parcel: the page lists both, each message with its
     recipient (Slack for developers, the logistics address) and whether it went out."""
-    stack.user("vera", "viewer")
-    with stack.db.transaction() as session:
-        incident = raise_condition(
-            session,
-            "dependency_down:bobs_post",
-            audience=DEVELOPERS,
-            title="Bob's Post is down",
-            text="Bob's Post has not answered since 02:13.",
-        )
-        parcel_failed(session, 12, "was lost")
-        key = (incident.messages or [])[0]["task_key"]
-    console = log_in(stack, "vera")
-    page = console.page("/console/incidents").text
-    assert "1 open · 1 resolved" in page
-    assert "Bob&#39;s Post is down" in page and "Parcel for ORD-000012 was lost" in page
-    assert "Slack (developers)" in page and "e-mail to logistics" in page
-    assert "waiting to go out" in page
-    stack.work_until(lambda: _task_status(stack, key) == "done")
-    assert "sent</span>" in console.page("/console/incidents").text
+    with (
+        SlackReceiver() as slack,
+        start_stack(
+            database_url, slack_webhook_url=slack.url, logistics_email="logistics@shop.example"
+        ) as stack,
+    ):
+        stack.user("vera", "viewer")
+        with stack.db.transaction() as session:
+            incident = raise_condition(
+                session,
+                "dependency_down:bobs_post",
+                audience=DEVELOPERS,
+                title="Bob's Post is down",
+                text="Bob's Post has not answered since 02:13.",
+            )
+            parcel_failed(session, 12, "was lost")
+            key = (incident.messages or [])[0]["task_key"]
+        console = log_in(stack, "vera")
+        page = console.page("/console/incidents").text
+        assert "1 open · 1 resolved" in page
+        assert "Bob&#39;s Post is down" in page and "Parcel for ORD-000012 was lost" in page
+        assert "Slack (developers)" in page and "(logistics@shop.example)" in page
+        assert "waiting to go out" in page
+        stack.work_until(lambda: _task_status(stack, key) == "done")
+        done = console.page("/console/incidents").text
+        assert "sent</span>" in done and "logged, not sent" not in done
+        assert slack.received("Bob's Post is down")
 
 
 def _task_status(stack: Stack, key: str) -> str | None:

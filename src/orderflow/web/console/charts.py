@@ -50,11 +50,11 @@ def _x(window: Window, index: float) -> float:
 
 def _x_ticks(window: Window) -> list[tuple[float, str]]:
     every = 10 if window.name == "hour" else 16  # every 10 min, or every 4 h
-    ticks = []
-    for i, start in enumerate(window.starts()):
-        if i % every == 0 or i == window.count - 1:
-            ticks.append((_x(window, i), f"{start:%H:%M}"))
-    return ticks
+    return [
+        (_x(window, i), f"{start:%H:%M}")
+        for i, start in enumerate(window.starts())
+        if i % every == 0 and window.count - i > every // 2  # no label crowding the last
+    ]
 
 
 def line_chart(window: Window, series: dict[str, list[int | None]]) -> LineChart:

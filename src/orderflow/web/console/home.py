@@ -10,13 +10,26 @@ from orderflow.deadletters.queries import cause_counts
 from orderflow.dependencies.queries import dependencies_view
 from orderflow.observability import overview
 from orderflow.observability.buckets import WINDOWS, window
+from orderflow.orders.models import parse_order_reference
 from orderflow.web.console.charts import band_chart, line_chart
-from orderflow.web.console.rendering import PREFIX, render
+from orderflow.web.console.rendering import PREFIX, redirect, render
 from orderflow.web.console.sessions import User
 from orderflow.web.context import Context
+from orderflow.web.params import parse_id
 from orderflow.wiring import dependency_policies
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+@router.get("/go")
+def go_to_order(request: Request, _: User, ref: str = "") -> Response:
+    """The home page's "go to order" box: a reference (ORD-000123) or an id, to its page."""
+    wanted = ref.strip().upper()
+    order_id = parse_order_reference(wanted) or parse_id(wanted)
+    if order_id is None:
+        message = f"'{ref[:40]}' is not an order reference: they look like ORD-000123."
+        return render(request, "bad_request.html", {"message": message}, 400)
+    return redirect(f"{PREFIX}/orders/{order_id}")
 
 
 @router.get("")
