@@ -16,7 +16,7 @@ from orderflow.people import service as people
 from tests.support.accessibility import check_page
 from tests.support.browser import chromium, log_in, new_page
 from tests.support.processes import FAST_KNOBS, E2EStack, ProcessGroup, e2e_stack, wait_until
-from tests.support.stack import PASSWORD
+from tests.support.stack import PASSWORD, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -127,3 +127,22 @@ def test_outage_banner_comes_and_goes_live_and_counts_match_the_api(
     page.goto("/console?span=day")
     expect(page.locator("#chart-bands")).to_be_visible()
     check_page(page, "home-day")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_demo_switches_page_flips_bob_s_post_from_the_browser(
+    browser: Browser, database_url: str
+) -> None:
+    """Under the demo an admin takes Bob's Post down and back up with buttons; the page passes
+    axe-core."""
+    with start_stack(database_url, demo=True) as stack, new_page(browser, stack.server.url) as page:
+        stack.user("alice", "admin")
+        page.goto("/console/demo")
+        log_in(page, "alice", PASSWORD)
+        expect(page.get_by_role("link", name="Demo", exact=True)).to_be_visible()
+        page.get_by_role("button", name="Bob's Post: Down (503)").click()
+        expect(page.get_by_role("status").filter(has_text="answers 503")).to_be_visible()
+        expect(page.locator('[data-switch="outage"]').first).to_have_text("503")
+        check_page(page, "demo")
+        page.get_by_role("button", name="Bob's Post: Back up").click()
+        expect(page.locator('[data-switch="outage"]').first).to_have_text("none")
