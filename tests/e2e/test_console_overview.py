@@ -36,6 +36,7 @@ def stack(processes: ProcessGroup, own_pg_url: str) -> Iterator[E2EStack]:
         "ORDERFLOW_BACKLOG_SAMPLE_SECONDS": "1",
         "ORDERFLOW_ALERT_CHECK_SECONDS": "0.5",
         "ORDERFLOW_ALERT_DEPENDENCY_DOWN_SECONDS": "1",
+        "ORDERFLOW_CONSOLE_COUNTS_SECONDS": "1",
     }
     with e2e_stack(processes, own_pg_url, knobs) as s:
         s.start_outside_and_serve(progress_seconds=0.1)

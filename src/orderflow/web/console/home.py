@@ -12,6 +12,7 @@ from orderflow.observability import overview
 from orderflow.observability.buckets import WINDOWS, window
 from orderflow.orders.models import parse_order_reference
 from orderflow.web.console.charts import band_chart, line_chart
+from orderflow.web.console.recent import recent_for
 from orderflow.web.console.rendering import PREFIX, redirect, render
 from orderflow.web.console.sessions import User
 from orderflow.web.context import Context
@@ -40,16 +41,21 @@ def home(request: Request, ctx: Context, _: User, span: str = "hour") -> Respons
         return render(request, "bad_request.html", {"message": message}, 400)
     rates = {name: p.rate_per_second for name, p in dependency_policies(ctx.settings).items()}
     chosen = window(span, now())
+    recent = recent_for(request.app.state, ctx.settings.console_counts_seconds)
     with ctx.db.read() as session:
-        flow = overview.placed_and_delivered(session, chosen)
+        counted_at, by_status, dead_letters = recent.get(
+            "counts", lambda: (now(), overview.orders_by_status(session), cause_counts(session))
+        )
+        flow = recent.get(("flow", span), lambda: overview.placed_and_delivered(session, chosen))
         backlog = overview.backlog_series(session, chosen)
         bands = overview.dependency_bands(session, chosen)
         context = {
-            "by_status": overview.orders_by_status(session),
+            "by_status": by_status,
+            "dead_letters": dead_letters,
+            "counted_at": counted_at,
             "work": overview.work_waiting(session),
             "dependencies": dependencies_view(session, rates),
             "incidents": overview.open_incidents(session),
-            "dead_letters": cause_counts(session),
             "bands": bands,
         }
     series: dict[str, list[int | None]] = {
