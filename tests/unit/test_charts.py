@@ -11,7 +11,8 @@ from orderflow.web.console.charts import band_chart, line_chart
 def test_the_y_axis_ends_on_a_round_number_above_the_peak() -> None:
     """A peak of 37 gives an axis to 50, labelled 0, 25 and 50."""
     hour = window("hour", datetime(2026, 11, 28, 2, 30, tzinfo=UTC))
-    values: list[int | None] = [0] * 59 + [37]
+    values: list[int | None] = [0] * 60
+    values[-1] = 37
     chart = line_chart(hour, {"placed": values})
     assert [label for _, label in chart.y_ticks] == ["0", "25", "50"]
 
