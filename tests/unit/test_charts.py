@@ -9,12 +9,14 @@ from orderflow.web.console.charts import band_chart, line_chart
 
 
 def test_the_y_axis_ends_on_a_round_number_above_the_peak() -> None:
-    """A peak of 37 gives an axis to 50, labelled 0, 25 and 50."""
+    """A peak of 37 gives an axis to 50, labelled 0, 25 and 50; a peak of 1: 0, 0.5, 1."""
     hour = window("hour", datetime(2026, 11, 28, 2, 30, tzinfo=UTC))
     values: list[int | None] = [0] * 60
     values[-1] = 37
     chart = line_chart(hour, {"placed": values})
     assert [label for _, label in chart.y_ticks] == ["0", "25", "50"]
+    values[-1] = 1
+    assert [label for _, label in line_chart(hour, {"placed": values}).y_ticks] == ["0", "0.5", "1"]
 
 
 def test_a_series_with_no_samples_in_between_is_drawn_in_two_pieces() -> None:

@@ -74,7 +74,7 @@ def line_chart(window: Window, series: dict[str, list[int | None]]) -> LineChart
             segments[-1].append(f"{_x(window, i)},{y}")
         parts = [" ".join(s) for s in segments if s]
         lines.append(Line(name, f"series-{n % 6}", parts))
-    y_ticks = [(round(bottom - (bottom - TOP) * f, 1), f"{round(top * f):,}") for f in (0, 0.5, 1)]
+    y_ticks = [(round(bottom - (bottom - TOP) * f, 1), f"{top * f:,g}") for f in (0, 0.5, 1)]
     return LineChart(WIDTH, HEIGHT, lines, y_ticks, _x_ticks(window))
 
 
@@ -92,6 +92,8 @@ def band_chart(window: Window, bands: list[dict[str, Any]]) -> dict[str, Any]:
         rects = []
         for s in band["spans"]:
             left, right = x(s["start"]), x(s["end"])
+            if s["state"] == "open":  # an outage stays visible however short, at any scale
+                right = max(right, left + 2)
             if right > left:
                 rects.append({"x": left, "width": round(right - left, 1), **s})
         rows.append({"label": band["label"], "y": TOP + i * BAND_ROW, "rects": rects})
