@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -42,11 +45,18 @@ def home(request: Request, ctx: Context, _: User, span: str = "hour") -> Respons
     rates = {name: p.rate_per_second for name, p in dependency_policies(ctx.settings).items()}
     chosen = window(span, now())
     recent = recent_for(request.app.state, ctx.settings.console_counts_seconds)
+
+    def counts() -> tuple[datetime, dict[str, int], list[dict[str, Any]]]:
+        with ctx.db.read() as session:
+            return now(), overview.orders_by_status(session), cause_counts(session)
+
+    def flow_of_window() -> list[dict[str, Any]]:
+        with ctx.db.read() as session:
+            return overview.placed_and_delivered(session, window(span, now()))
+
+    counted_at, by_status, dead_letters = recent.get("counts", counts)
+    flow = recent.get(("flow", span), flow_of_window)
     with ctx.db.read() as session:
-        counted_at, by_status, dead_letters = recent.get(
-            "counts", lambda: (now(), overview.orders_by_status(session), cause_counts(session))
-        )
-        flow = recent.get(("flow", span), lambda: overview.placed_and_delivered(session, chosen))
         backlog = overview.backlog_series(session, chosen)
         bands = overview.dependency_bands(session, chosen)
         context = {
