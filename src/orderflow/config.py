@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     alert_backlog_age_seconds: float = Field(900.0, ge=0)
     alert_delivery_delay_seconds: float = Field(4 * 3600.0, ge=0)
     alert_repeat_seconds: float = Field(3600.0, ge=0)
+    # How often the backlog per step is sampled for the console's backlog chart.
+    backlog_sample_seconds: float = Field(60.0, gt=0)
+    # The console's home shows its heaviest counts (orders by status, dead letters by cause,
+    # the flow chart) as computed at most this long ago (0: computed for every request).
+    console_counts_seconds: float = Field(5.0, ge=0)
     broker_url: str | None = None  # e.g. amqp://guest:guest@127.0.0.1:5672/ (events fan-out)
     outbox_relay_seconds: float = Field(1.0, gt=0)
     outbox_retention_days: float = Field(7.0, gt=0)

@@ -24,6 +24,7 @@ from orderflow.serving import BackgroundServer
 from orderflow.simulators import bobs_post, paydesk
 from orderflow.simulators.mailsink import MailSink
 from orderflow.web.app import create_app
+from orderflow.web.context import DemoSimulators
 from orderflow.wiring import build_adapters, build_worker
 
 CUSTOMERS: list[dict[str, Any]] = [
@@ -225,7 +226,8 @@ def run(settings: Settings, *, host: str, port: int, progress_seconds: float) ->
     stop = threading.Event()
     worker_thread = threading.Thread(target=worker.run, args=(stop,), name="orderflow-worker")
     worker_thread.start()
-    app = create_app(settings, db, mailbox=outside.mail)
+    simulators = DemoSimulators(bobs_post_url=outside.carrier.url, paydesk_url=outside.payments.url)
+    app = create_app(settings, db, mailbox=outside.mail, demo=simulators)
     click.echo(
         "\n".join(
             [

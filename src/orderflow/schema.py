@@ -10,8 +10,9 @@ from orderflow.audit.models import (
 )
 from orderflow.catalog.models import Customer, Product
 from orderflow.db import Base
-from orderflow.dependencies.models import Dependency
+from orderflow.dependencies.models import Dependency, DependencyChange
 from orderflow.notifications.models import Notification
+from orderflow.observability.models import BacklogSample
 from orderflow.orders.models import Order, OrderLine
 from orderflow.outbox import OutboxEvent
 from orderflow.payments.models import Payment
@@ -28,10 +29,12 @@ __all__ = [
     "AuditArchive",
     "AuditArchived",
     "AuditEntry",
+    "BacklogSample",
     "CarrierEvent",
     "ConsoleSession",
     "Customer",
     "Dependency",
+    "DependencyChange",
     "Incident",
     "Notification",
     "Order",

@@ -20,6 +20,7 @@ from orderflow.dependencies.policy import DependencyPolicy
 from orderflow.intake.step import IntakeStep
 from orderflow.notifications.mailer import Mailer
 from orderflow.notifications.steps import NotifyStep
+from orderflow.observability.overview import sample_backlog
 from orderflow.payments.paydesk import PaydeskClient
 from orderflow.payments.steps import ChargeStep, RefundStep
 from orderflow.relay import Relay
@@ -111,6 +112,11 @@ def periodic_jobs(settings: Settings, db: Database) -> list[Periodic]:
             "alert_check",
             settings.alert_check_seconds,
             in_transaction=lambda session: evaluate(session, thresholds),
+        ),
+        Periodic(
+            "backlog_sample",
+            settings.backlog_sample_seconds,
+            in_transaction=sample_backlog,
         ),
         Periodic(
             "audit_anchor",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from orderflow.alerts.rules import evaluate
-from orderflow.tasks.models import Task
+from orderflow.alerts.models import Incident
+from orderflow.alerts.rules import Thresholds, evaluate
+from orderflow.clock import now
+from orderflow.db import Database
+from orderflow.tasks.models import Task, TaskStatus
 from orderflow.wiring import alert_thresholds
 from tests.support.slack import SlackReceiver
 from tests.support.stack import ADDRESS, Stack, start_stack
@@ -166,3 +170,55 @@ def test_outside_text_in_a_slack_alert_is_escaped(alert_stack: Stack, slack: Sla
     assert "&lt;!channel&gt; &lt;https://evil.example|reset your password&gt; &amp; co" in told
     assert "<!channel>" not in told and "<https://" not in told
     assert "<" not in told and ">" not in told
+
+
+def _dead_letters(db: Database, how_many: int, start: int) -> None:
+    at = now()
+    with db.transaction() as session:
+        session.add_all(
+            Task(
+                key=f"test-dead:{start + i}",
+                kind="book",
+                status=TaskStatus.DEAD,
+                error_class="permanent",
+                last_error="Bob's Post POST /v1/shipments: HTTP 422: unknown country",
+                last_failed_at=at,
+            )
+            for i in range(how_many)
+        )
+
+
+def _told(db: Database) -> list[str]:
+    with db.read() as session:
+        tasks = session.scalars(select(Task).where(Task.kind == "alert_slack").order_by(Task.id))
+        return [f"{t.payload['event']}: {t.payload['title']}" for t in tasks]
+
+
+def test_a_growing_pile_of_dead_letters_is_retold_when_it_doubles_not_more(db: Database) -> None:
+    """11 dead letters are told; 200 an instant later are told at once (the count doubled),
+    although the hour between reminders has not passed; 210 are not told again (no flood);
+    the incident's count stays true all along."""
+    limits = Thresholds(
+        dependency_down=timedelta(minutes=5),
+        backlog_age=timedelta(hours=1),
+        delivery_delay=timedelta(hours=4),
+        repeat_every=timedelta(hours=1),
+    )
+    _dead_letters(db, 11, 0)
+    with db.transaction() as session:
+        evaluate(session, limits)
+    assert _told(db) == ["opened: 11 dead letter(s) need a person"]
+    _dead_letters(db, 189, 11)
+    for _ in range(2):
+        with db.transaction() as session:
+            evaluate(session, limits)
+    assert _told(db)[1:] == ["update: 200 dead letter(s) need a person"]
+    _dead_letters(db, 10, 200)
+    with db.transaction() as session:
+        evaluate(session, limits)
+    assert len(_told(db)) == 2
+    with db.read() as session:
+        incident = session.scalar(select(Incident).where(Incident.open_key == "dead_letters"))
+        assert incident is not None
+        assert incident.details["count"] == 210 and incident.details["told_count"] == 200
+        assert [m["event"] for m in incident.messages or []] == ["opened", "update"]

@@ -18,6 +18,7 @@ from orderflow.people import service as people
 from orderflow.serving import BackgroundServer
 from orderflow.tasks.worker import Worker
 from orderflow.web.app import create_app
+from orderflow.web.context import DemoSimulators
 from orderflow.wiring import Adapters, build_adapters, build_worker
 from tests.support.outside import Outside, start_outside
 
@@ -146,6 +147,9 @@ class Stack:
 
 @contextmanager
 def start_stack(database_url: str, **overrides: Any) -> Iterator[Stack]:
+    """`demo=True` among the overrides: the console knows the simulators, as under
+    `orderflow demo` (its switches page); the others are settings."""
+    demo = bool(overrides.pop("demo", False))
     webhook_secret_holder: dict[str, str] = {}
     outside = start_outside(webhook_url=None)
     webhook_secret_holder["secret"] = outside.webhook_secret
@@ -157,7 +161,9 @@ def start_stack(database_url: str, **overrides: Any) -> Iterator[Stack]:
         **{**FAST, **outside.settings(), **overrides},
     )
     db = Database(database_url)
-    server = BackgroundServer(create_app(settings, db, mailbox=outside.mail)).start()
+    simulators = DemoSimulators(outside.carrier.url, outside.payments.url) if demo else None
+    app = create_app(settings, db, mailbox=outside.mail, demo=simulators)
+    server = BackgroundServer(app).start()
     outside.carrier_switches(webhook_url=f"{server.url}/webhooks/bobs-post")
     adapters = build_adapters(settings)
     worker = build_worker(settings, db, adapters, name="test-worker")

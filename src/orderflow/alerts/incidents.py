@@ -22,10 +22,14 @@ SLACK, EMAIL = "alert_slack", "alert_email"
 
 def _tell(session: Session, incident: Incident, event: str, text: str) -> None:
     kind = SLACK if incident.audience == DEVELOPERS else EMAIL
+    at = now()
+    key = f"alert:{incident.id}:{event}:{at.isoformat()}"
+    told = {"event": event, "at": at.isoformat(), "channel": kind, "task_key": key, "text": text}
+    incident.messages = [*(incident.messages or []), told]
     queue.enqueue(
         session,
         kind,
-        f"alert:{incident.id}:{event}:{now().isoformat()}",
+        key,
         payload={
             "incident_id": incident.id,
             "event": event,
@@ -54,12 +58,19 @@ def raise_condition(
     update_every: timedelta | None = None,
     changed: bool = False,
     one_shot: bool = False,
+    count: int | None = None,
 ) -> Incident:
     """The condition holds now: open its incident (told once), or keep the open one.
 
-    An open incident is told again only when `changed` and `update_every` has passed since
-    it was last told. A `one_shot` incident (a lost parcel) is told once and closed at once.
+    An open incident is told again when `changed` and `update_every` has passed since it was
+    last told, or at once when its `count` (of dead letters, of delayed orders) has at least
+    doubled since it was last told: nobody is left believing "11" while 200 pile up, and a
+    pile of any size is a handful of messages. A `one_shot` incident (a lost parcel) is told
+    once and closed at once.
     """
+    details = dict(details or {})
+    if count is not None:
+        details["count"] = count
     incident = session.scalar(select(Incident).where(Incident.open_key == key))
     at = now()
     if incident is None:
@@ -68,7 +79,7 @@ def raise_condition(
             open_key=None if one_shot else key,
             audience=audience,
             title=title,
-            details=details or {},
+            details={**details, "told_count": count} if count is not None else details,
             opened_at=at,
             last_notified_at=at,
             resolved_at=at if one_shot else None,
@@ -77,12 +88,16 @@ def raise_condition(
         session.flush()
         _tell(session, incident, "opened", text)
         return incident
-    incident.details = details or incident.details
+    told_count = incident.details.get("told_count")
     due = update_every is not None and at - incident.last_notified_at >= update_every
-    if changed and due:
+    grew = count is not None and told_count is not None and count >= 2 * int(told_count) > 0
+    if (changed and due) or grew:
         incident.title = title
         incident.last_notified_at = at
+        told_count = count
         _tell(session, incident, "update", text)
+    if details:
+        incident.details = {**details, "told_count": told_count} if count is not None else details
     return incident
 
 

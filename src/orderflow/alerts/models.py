@@ -25,3 +25,6 @@ class Incident(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     last_notified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What was told, oldest first: [{"event", "at", "channel", "task_key", "text"}] (the
+    # message itself is the task `task_key`, whose status says whether it went out).
+    messages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

@@ -26,7 +26,7 @@ from orderflow.alerts.incidents import (
 )
 from orderflow.alerts.models import Incident
 from orderflow.clock import now
-from orderflow.deadletters.queries import Filter, groups, matching
+from orderflow.deadletters.queries import cause_counts
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import LABELS
 from orderflow.orders.models import Order, order_reference
@@ -70,22 +70,26 @@ def evaluate(session: Session, limits: Thresholds) -> None:
             active.add("carrier_outage")
             _carrier_outage(session, open_now, limits, since(dep.state_since))
 
-    dead = matching(session, Filter())
-    if dead:
+    causes = cause_counts(session)
+    if causes:
         active.add("dead_letters")
-        newest = max(t.id for t in dead)
+        total = sum(int(c["count"]) for c in causes)
+        newest = int(
+            session.scalar(select(func.max(Task.id)).where(Task.status == TaskStatus.DEAD)) or 0
+        )
         previous = open_now.get("dead_letters")
         told_up_to = int(previous.details.get("newest_id", 0)) if previous else 0
-        lines = [f"{g['count']} x {g['cause']}" for g in groups(dead)]
+        lines = [f"{c['count']} x {c['cause']}" for c in causes]
         raise_condition(
             session,
             "dead_letters",
             audience=DEVELOPERS,
-            title=f"{len(dead)} dead letter(s) need a person",
+            title=f"{total} dead letter(s) need a person",
             text="\n".join(lines[:20]) + ("\n…" if len(lines) > 20 else ""),
-            details={"newest_id": newest, "count": len(dead)},
+            details={"newest_id": newest},
             update_every=limits.repeat_every,
             changed=newest > told_up_to,
+            count=total,
         )
 
     due = (Task.status == TaskStatus.READY) & (Task.run_at <= at)
@@ -150,9 +154,9 @@ def _carrier_outage(
         text=f"Bob's Post has been unreachable since {down_since}. {count} order(s) cannot be "
         f"booked or tracked until it is back: {refs}. orderflow will book them by itself, "
         "oldest first, as soon as Bob's Post answers again.",
-        details={"count": count},
         update_every=limits.repeat_every,
         changed=count > told,
+        count=count,
     )
 
 

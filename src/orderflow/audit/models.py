@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orderflow.db import Base, BigId, UTCDateTime
@@ -20,7 +20,10 @@ class AuditEntry(Base):
     """One entry of an order's history; its hash covers its content and the previous hash."""
 
     __tablename__ = "audit_entries"
-    __table_args__ = (UniqueConstraint("order_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("order_id", "seq"),
+        Index("ix_audit_entries_to_status_at", "to_status", "at"),  # deliveries per minute
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))

@@ -204,3 +204,8 @@ def of_order(session: Session, order_id: int) -> list[dict[str, Any]]:
         .order_by(Task.id)
     )
     return [summary(t) for t in session.scalars(query)]
+
+
+def cause_counts(session: Session) -> list[dict[str, Any]]:
+    """Dead letters by cause (stored on each when it died), counted by the database."""
+    return group_counts(session, Filter())

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from orderflow.clock import now
 from orderflow.db import insert_ignore
-from orderflow.dependencies.models import Dependency
+from orderflow.dependencies.models import Dependency, DependencyChange
 from orderflow.dependencies.policy import (
     DependencyPolicy,
     allowance,
@@ -128,6 +128,7 @@ def record_success(session: Session, name: str, *, throttled: bool = False) -> N
             down_for=str(at - row.state_since).split(".")[0],
         )
         row.state, row.state_since, row.next_probe_at = CLOSED, at, None
+        session.add(DependencyChange(name=name, state=CLOSED, at=at))
     row.consecutive_failures = 0
     row.last_success_at = at
 
@@ -143,6 +144,7 @@ def record_failure(session: Session, policy: DependencyPolicy, error: str, calls
     if row.state == CLOSED and row.consecutive_failures >= policy.failure_threshold:
         log.warning("dependency.down", dependency=policy.name, error=error[:300])
         row.state, row.state_since = OPEN, at
+        session.add(DependencyChange(name=policy.name, state=OPEN, at=at, error=error[:2000]))
         row.next_probe_at = at + timedelta(seconds=policy.probe_seconds)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, Integer, String, Text
+from sqlalchemy import Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orderflow.db import Base, UTCDateTime
+from orderflow.db import Base, BigId, UTCDateTime
 
 
 class Dependency(Base):
@@ -28,3 +28,16 @@ class Dependency(Base):
     # recovering by a tenth per second of unthrottled success.
     rate_factor: Mapped[float] = mapped_column(Float, default=1.0)
     rate_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DependencyChange(Base):
+    """A dependency's breaker opening or closing: its history, shown in the console."""
+
+    __tablename__ = "dependency_changes"
+    __table_args__ = (Index("ix_dependency_changes_name_at", "name", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # the state entered: closed | open
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    error: Mapped[str | None] = mapped_column(Text)  # the error that opened it

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from orderflow.clock import now
 from orderflow.dependencies import health
-from orderflow.dependencies.models import Dependency
+from orderflow.dependencies.models import Dependency, DependencyChange
 from orderflow.dependencies.policy import LABELS
 from orderflow.orders.workflow import DEPENDENCY_OF, TRACK
 from orderflow.tasks.models import Task, TaskStatus
@@ -24,6 +24,16 @@ def kinds_of(dependency: str) -> list[str]:
     return [kind for kind, dep in DEPENDENCY_OF.items() if dep == dependency]
 
 
+def backlog_of(dependency: str, at: datetime) -> ColumnElement[bool]:
+    """The backlog: work for this dependency that is due or waiting to be retried
+    (a shipment's next routine poll is not a backlog)."""
+    return and_(
+        Task.kind.in_(kinds_of(dependency)),
+        Task.status.in_([TaskStatus.READY, TaskStatus.RUNNING]),
+        or_(Task.kind != TRACK, Task.run_at <= at),
+    )
+
+
 def dependencies_view(
     session: Session, rates: dict[str, float | None] | None = None
 ) -> list[dict[str, Any]]:
@@ -32,15 +42,8 @@ def dependencies_view(
     views = []
     for row in health.snapshot(session):
         rate = (rates or {}).get(row.name)
-        # The backlog: work for this dependency that is due or waiting to be retried
-        # (a shipment's next routine poll is not a backlog).
-        waiting = and_(
-            Task.kind.in_(kinds_of(row.name)),
-            Task.status.in_([TaskStatus.READY, TaskStatus.RUNNING]),
-            or_(Task.kind != TRACK, Task.run_at <= at),
-        )
         count, oldest = session.execute(
-            select(func.count(), func.min(Task.created_at)).where(waiting)
+            select(func.count(), func.min(Task.created_at)).where(backlog_of(row.name, at))
         ).one()
         views.append(
             {
@@ -83,3 +86,38 @@ def waiting_for(dependency: Dependency | None) -> dict[str, Any] | None:
         "last_error": dependency.last_error,
         "message": message,
     }
+
+
+def outages(session: Session) -> list[dict[str, Any]]:
+    """The dependencies that are down now, each with the orders waiting for it (for the console's
+    banner: one query on the small dependencies table, one indexed count per outage)."""
+    views = []
+    for row in session.scalars(select(Dependency).where(Dependency.state == health.OPEN)):
+        waiting = session.scalar(
+            select(func.count(func.distinct(Task.order_id))).where(backlog_of(row.name, now()))
+        )
+        views.append(
+            {
+                "name": row.name,
+                "label": LABELS.get(row.name, row.name),
+                "since": _iso(row.state_since),
+                "next_probe_at": _iso(row.next_probe_at),
+                "last_error": row.last_error,
+                "waiting": int(waiting or 0),
+            }
+        )
+    return views
+
+
+def history(session: Session, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
+    """Each dependency's latest state changes, newest first (`limit` each)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in health.snapshot(session):
+        changes = session.scalars(
+            select(DependencyChange)
+            .where(DependencyChange.name == row.name)
+            .order_by(DependencyChange.at.desc(), DependencyChange.id.desc())
+            .limit(limit)
+        )
+        found[row.name] = [{"state": c.state, "at": _iso(c.at), "error": c.error} for c in changes]
+    return found

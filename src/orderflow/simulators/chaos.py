@@ -30,6 +30,7 @@ class ChaosSwitches:
     error_rate: float = 0.0  # fraction of requests answered 500/502/503 before doing anything
     ambiguous_rate: float = 0.0  # fraction of writes that DO the work, then answer 504 (or hang)
     ambiguous_mode: Literal["504", "hang"] = "504"
+    latency_seconds: float = 0.0  # every answer is this much slower ("slow", not "down")
     seed: int | None = None
 
 
@@ -157,6 +158,8 @@ class Chaos:
 
     async def _gate(self, request: Request) -> Response | None:
         s = self.switches
+        if s.latency_seconds > 0:
+            await asyncio.sleep(s.latency_seconds)
         if s.outage is not None:
             if s.outage == "hang":
                 await asyncio.sleep(s.hang_seconds)

@@ -21,11 +21,20 @@ from orderflow.people.roles import BOOTSTRAP, Principal, Role
 from orderflow.shipping.webhook_commit import WebhookCommit
 
 
+@dataclass(frozen=True)
+class DemoSimulators:
+    """The demo's simulated outside world, whose switches the console's demo page flips."""
+
+    bobs_post_url: str
+    paydesk_url: str
+
+
 @dataclass
 class AppContext:
     settings: Settings
     db: Database
     mailbox: Any = None  # the demo's MailSink, whose messages the console shows
+    demo: DemoSimulators | None = None  # `orderflow demo`: where its simulators' switches are
     pressure: Gauge = field(init=False)
     placement: GroupCommit = field(init=False)
     webhooks: WebhookCommit = field(init=False)

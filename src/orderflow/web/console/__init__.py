@@ -18,7 +18,16 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from orderflow.web.console import dead_letters, orders, pages, sessions
+from orderflow.web.console import (
+    dead_letters,
+    demo,
+    dependencies,
+    home,
+    incidents,
+    orders,
+    pages,
+    sessions,
+)
 from orderflow.web.console.rendering import PREFIX, redirect, render
 from orderflow.web.console.sessions import FormRefused, LoginRequired, NotAllowed
 
@@ -43,6 +52,10 @@ def install(app: FastAPI) -> None:
         return render(request, "forbidden.html", {"message": str(exc)}, 403)
 
     app.include_router(sessions.router)
+    app.include_router(home.router)
+    app.include_router(dependencies.router)
+    app.include_router(incidents.router)
+    app.include_router(demo.router)
     app.include_router(pages.router)
     app.include_router(orders.router)
     app.include_router(dead_letters.router)

@@ -1,4 +1,4 @@
-"""Console pages that are not about one thing: home, the style sheet, the demo's mailbox, 404s."""
+"""Console pages that are not about one thing: the banner, style sheet, demo's mailbox, 404s."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from orderflow.web.console.rendering import PREFIX, STYLE_SHEET, not_found, redirect, render
+from orderflow.web.console.rendering import PREFIX, STYLE_SHEET, not_found, render
 from orderflow.web.console.sessions import User
 from orderflow.web.context import Context
 
@@ -16,10 +16,10 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 fallback = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
-@router.get("")
-@router.get("/")
-def home(_: User) -> Response:
-    return redirect(f"{PREFIX}/orders")
+@router.get("/banner")
+def banner(request: Request, _: User) -> Response:
+    """The outage banner alone, for pages that do not follow themselves (see base.html)."""
+    return render(request, "banner_only.html", {})
 
 
 @router.get("/static/console.css")

@@ -14,12 +14,15 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from orderflow.clock import now
+from orderflow.dependencies.queries import outages
 from orderflow.orders.status import OrderStatus
 from orderflow.people.roles import Role
 from orderflow.people.service import LoggedIn
+from orderflow.web.context import AppContext
 
 PREFIX = "/console"
 REFRESH_SECONDS = 2
+BANNER_SECONDS = 5  # how often a page that does not follow itself checks for an outage
 STATUSES = [s.value for s in OrderStatus]
 HEADERS = {
     "Cache-Control": "no-store",
@@ -68,6 +71,16 @@ def when(value: datetime | str | None) -> str:
     """An ISO timestamp as "2024-05-01 12:34:56 UTC"."""
     moment = _parse_time(value)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
+
+
+def clock(value: datetime | str | None) -> str:
+    """A moment as a time of day, "02:13 UTC" (with the date when it is not today)."""
+    moment = _parse_time(value)
+    if moment is None:
+        return "—"
+    if moment.date() != now().date():
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.strftime("%H:%M:%S UTC")
 
 
 def relative(value: datetime | str | None) -> str:
@@ -119,12 +132,13 @@ def order_link(subject: str) -> str | None:
 
 
 templates.env.filters.update(
-    money=money, when=when, relative=relative, details=details, label=label
+    money=money, when=when, clock=clock, relative=relative, details=details, label=label
 )
 templates.env.globals.update(
     prefix=PREFIX,
     statuses=STATUSES,
     refresh_seconds=REFRESH_SECONDS,
+    banner_seconds=BANNER_SECONDS,
     order_link=order_link,
 )
 
@@ -135,8 +149,11 @@ def render(
     """A page, with the logged-in user (if any) for the navigation, CSRF token and CSP nonce."""
     user: LoggedIn | None = getattr(request.state, "console_user", None)
     nonce = secrets.token_urlsafe(16)
+    ctx = request.app.state.ctx
     extra = {
         "user": user,
+        "outages": banner_outages(ctx) if user else [],
+        "demo": ctx.demo is not None,
         "csrf_token": user.csrf_token if user else "",
         "can_admin": bool(user and user.who.can(Role.ADMIN)),
         "csp_nonce": nonce,
@@ -147,6 +164,12 @@ def render(
     response.headers.update(HEADERS)
     response.headers["Content-Security-Policy"] = CSP.format(nonce=nonce)
     return response
+
+
+def banner_outages(ctx: AppContext) -> list[dict[str, Any]]:
+    """What the outage banner shows (cheap: see `dependencies.queries.outages`)."""
+    with ctx.db.read() as session:
+        return outages(session)
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -122,7 +122,7 @@ def safe_next(value: str | None) -> str:
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX) or "\\" in value:
         return default
-    if parts.path.rstrip("/") in (f"{PREFIX}/login", f"{PREFIX}/logout", PREFIX):
+    if parts.path.rstrip("/") in (f"{PREFIX}/login", f"{PREFIX}/logout"):
         return default
     return value
 
