@@ -80,6 +80,10 @@ def test_cli_investigate_and_verify(stack: Stack) -> None:
     assert verified.output.startswith(f"OK {order['reference']}: ")
     missing = runner.invoke(main, ["investigate", "ORD-999999"], env=env)
     assert missing.exit_code != 0 and "no order ORD-999999" in missing.output
+    for odd in ("²", "9" * 30):  # a digit that is not ASCII, an id no row can have
+        refused = runner.invoke(main, ["investigate", odd], env=env)
+        assert refused.exit_code != 0 and f"no order {odd}" in refused.output, refused.output
+        assert "Traceback" not in refused.output
 
 
 def _bundle(db: Database, order_id: int, directory: Path, public_key: bytes | None = None) -> Path:

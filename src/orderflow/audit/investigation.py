@@ -28,7 +28,10 @@ def _iso(value: datetime | None) -> str | None:
 
 def resolve(session: Session, ref: str) -> int:
     """An order id from `ORD-000123` or `123`; NotFound otherwise."""
-    order_id = int(ref) if ref.isdigit() else parse_order_reference(ref.strip().upper())
+    text = ref.strip()
+    # ASCII digits only ("²".isdigit() is true too), and few enough to be an id of ours.
+    digits = text.isascii() and text.isdigit() and len(text) <= 18
+    order_id = int(text) if digits else parse_order_reference(text.upper())
     if order_id is None or session.get(Order, order_id) is None:
         raise NotFound(f"no order {ref}")
     return order_id
