@@ -15,7 +15,8 @@ from tests.support.databases import create_pg_database, drop_pg_database, pg_url
 @pytest.mark.postgres
 @pytest.mark.timeout(240)
 def test_bench_lifecycle_delivers_every_order_and_reports_cpu_per_order() -> None:
-    """30 orders, 1 worker: all delivered; orders/s, CPU per order and rows per order reported."""
+    """30 orders, 1 worker: all delivered; orders/s, CPU per order, rows per order and each
+    process's peak memory reported."""
     name = create_pg_database()
     options = ["--orders", "30", "--workers", "1", "--clients", "4", "--json"]
     try:
@@ -42,3 +43,4 @@ def test_bench_lifecycle_delivers_every_order_and_reports_cpu_per_order() -> Non
     assert result["seconds"] > 0
     assert result["cpu_ms"]["serve"] > 0 and result["cpu_ms"]["worker"] > 0
     assert result["rows_per_order"] > 0
+    assert 20 < result["peak_rss_mib"]["serve"] < 1000, result["peak_rss_mib"]

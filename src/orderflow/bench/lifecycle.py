@@ -41,6 +41,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The most memory the process held at once (its resident set's high-water mark)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return int(kib) / 1024
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -56,6 +66,7 @@ class Result:
     seconds: float = 0.0
     placement_seconds: float = 0.0
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per order, by process
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)  # by process
     commits_per_order: float = 0.0
     rows_per_order: float = 0.0
     latency: dict[str, float | None] = field(default_factory=dict)
@@ -78,6 +89,12 @@ class Result:
             ("CPU per order, orderflow", f"{self.own_cpu_ms:.1f} ms"),
         ]
         rows += [(f"  {k}", f"{v:.1f} ms") for k, v in sorted(self.cpu_ms.items())]
+        rows += [
+            (
+                "peak memory (RSS)",
+                ", ".join(f"{k} {v:.0f} MiB" for k, v in self.peak_rss_mib.items()),
+            )
+        ]
         rows += [
             ("commits per order", f"{self.commits_per_order:.2f}"),
             ("rows written per order", f"{self.rows_per_order:.1f}"),
@@ -163,6 +180,8 @@ def _measure(stack: Cluster, orders: int, workers: int, clients: int, rate: floa
         key = "worker" if name.startswith("worker") else name
         spent = (cpu_seconds(pid) - cpu_before[name]) * 1000 / n
         result.cpu_ms[key] = result.cpu_ms.get(key, 0.0) + spent
+        if name.startswith(ORDERFLOW):
+            result.peak_rss_mib[name] = peak_rss_mib(pid)
     backends = sum(cpu_seconds(p) - backends_before.get(p, 0.0) for p in _backend_pids(stack))
     result.cpu_ms["postgres backends"] = backends * 1000 / n
     stats_after = _pg_stats(stack)
