@@ -8,7 +8,7 @@ import re
 import httpx
 from sqlalchemy import select
 
-from orderflow.alerts.incidents import DEVELOPERS, raise_condition
+from orderflow.alerts.incidents import DEVELOPERS, raise_condition, resolve
 from orderflow.alerts.rules import parcel_failed
 from orderflow.dependencies import health
 from orderflow.dependencies.policy import DependencyPolicy
@@ -155,3 +155,26 @@ def test_api_docs_are_served_from_the_package_with_no_outside_host(stack: Stack)
     )
     assert httpx.get(f"{stack.server.url}/docs/assets/../../etc/passwd").status_code == 404
     assert httpx.get(f"{stack.server.url}/redoc").status_code == 404
+
+
+def test_incidents_come_in_pages_with_every_open_one_on_the_first(stack: Stack) -> None:
+    """53 resolved incidents and one open: the first page has the open one and the 49 newest
+    resolved, "Older" leads to the other 4; a cursor that cannot be an id is the first page."""
+    stack.user("vera", "viewer")
+    with stack.db.transaction() as session:
+        for i in range(53):
+            told = raise_condition(
+                session, f"past:{i}", audience=DEVELOPERS, title=f"Past {i}", text="-"
+            )
+            resolve(session, told, "over")
+        raise_condition(session, "now", audience=DEVELOPERS, title="Happening now", text="-")
+    console = log_in(stack, "vera")
+    first = console.page("/console/incidents").text
+    shown = set(re.findall(r">Past (\d+)</h2>", first))
+    assert "Happening now" in first and shown == {str(i) for i in range(4, 53)}
+    older = re.search(r'href="/console/incidents\?before=(\d+)">Older', first)
+    assert older is not None
+    second = console.page(f"/console/incidents?before={older.group(1)}").text
+    assert set(re.findall(r">Past (\d+)</h2>", second)) == {"0", "1", "2", "3"}
+    assert "Happening now" not in second and "Older →" not in second
+    assert console.page("/console/incidents?before=%C2%B2").text.count(">Past ") == 49

@@ -13,13 +13,16 @@ from orderflow.tasks.models import Task
 
 
 def incidents_view(
-    session: Session, *, open_only: bool = False, limit: int = 50
+    session: Session, *, open_only: bool = False, limit: int = 50, before: int | None = None
 ) -> list[dict[str, Any]]:
     """The newest incidents (open first), each message with its task's status (one lookup by
-    the tasks' unique keys for the whole page)."""
+    the tasks' unique keys for the whole page). `before`: the next page of older ones — only
+    resolved incidents older than that id (every open one is on the first page)."""
     query = select(Incident).order_by(Incident.resolved_at.is_not(None), Incident.id.desc())
     if open_only:
         query = query.where(Incident.open_key.is_not(None))
+    if before is not None:
+        query = query.where(Incident.open_key.is_(None), Incident.id < before)
     incidents = list(session.scalars(query.limit(limit)))
     keys = [m["task_key"] for i in incidents for m in (i.messages or [])]
     tasks = (
