@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from orderflow import logs, redaction
+from orderflow import heap, logs, redaction
 from orderflow.audit.cli import audit_group, investigate
 from orderflow.bench.cli import bench
 from orderflow.chaos.cli import chaos
@@ -193,7 +193,9 @@ def worker(migrate_first: bool, name: str | None, metrics_port: int | None) -> N
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    build_worker(settings, db, adapters, name).run(stop)
+    worker = build_worker(settings, db, adapters, name)
+    heap.settle()
+    worker.run(stop)
     adapters.close()
     db.dispose()
 

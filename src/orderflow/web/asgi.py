@@ -6,7 +6,7 @@ import sys
 
 from fastapi import FastAPI
 
-from orderflow import logs
+from orderflow import heap, logs
 from orderflow.config import Settings
 from orderflow.db import Database
 from orderflow.migrate import require_current
@@ -23,4 +23,6 @@ def app_from_environment() -> FastAPI:
     settings = Settings()
     db = Database(settings.database_url, pool_timeout=settings.db_pool_timeout_seconds)
     require_current(db.engine)
-    return create_app(settings, db)
+    app = create_app(settings, db)
+    heap.settle()
+    return app
