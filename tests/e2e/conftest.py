@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support import databases
 from tests.support.processes import ProcessGroup
+from tests.support.stack import Stack
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -47,3 +49,16 @@ def own_pg_url() -> Iterator[str]:
         yield databases.pg_url(name)
     finally:
         databases.drop_pg_database(name)
+
+
+@pytest.fixture
+def working(stack: Stack) -> Iterator[None]:
+    """The stack's worker running in the background, as in production."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stack.worker.run, args=(stop,), name="stack-worker")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -29,19 +28,6 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     with new_page(browser, stack.server.url) as p:
         yield p
-
-
-@pytest.fixture
-def working(stack: Stack) -> Iterator[None]:
-    """The stack's worker running in the background, as in production."""
-    stop = threading.Event()
-    thread = threading.Thread(target=stack.worker.run, args=(stop,), name="console-test-worker")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
 
 
 def test_admin_places_an_order_and_follows_it_to_delivery(

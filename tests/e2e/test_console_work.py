@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 from orderflow.audit import verify_bundle
 from tests.support.accessibility import check_page
 from tests.support.browser import chromium, log_in, new_page
+from tests.support.outside import wait_for
 from tests.support.stack import PASSWORD, Stack
 
 pytestmark = [
@@ -42,26 +42,6 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     with new_page(browser, stack.server.url) as p:
         p.on("dialog", lambda d: d.accept())  # the confirmations (data-confirm) are accepted
         yield p
-
-
-@pytest.fixture
-def working(stack: Stack) -> Iterator[None]:
-    """The stack's worker running in the background, as in production."""
-    stop = threading.Event()
-    thread = threading.Thread(target=stack.worker.run, args=(stop,), name="console-work-worker")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def dead_bookings(stack: Stack, count: int) -> list[dict[str, object]]:
