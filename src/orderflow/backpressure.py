@@ -3,8 +3,11 @@
 Work has lanes (`orders.workflow.LANES`): payments first, then bookings and tracking, then
 customer e-mail, then alerts, relay and other periodic jobs. The pressure is the age of the
 oldest due task in the first lane whose dependency is up: an outage is not falling behind (the
-orders wait, and are accepted meanwhile). It is read from the database, so every API process,
-the queue intake and the workers agree:
+orders wait, and are accepted meanwhile). Interactive work (orders placed one by one) is claimed
+before bulk work (batches, the intake queue), so each is measured: `POST /orders` answers to
+the interactive work's age, bulk intake and the workers to everyone's. A burst of bulk intake
+therefore slows bulk intake down, never the orders placed one by one. It is read from the
+database, so every API process, the queue intake and the workers agree:
 
 - normal:   intake at full speed;
 - warning:  older than `warning_seconds`: workers claim strictly lane by lane (low lanes wait,
@@ -29,7 +32,7 @@ from orderflow.db import Database
 from orderflow.dependencies.models import Dependency
 from orderflow.orders.workflow import DEPENDENCY_OF, LANES
 from orderflow.tasks.errors import describe
-from orderflow.tasks.models import Task, TaskStatus
+from orderflow.tasks.models import Priority, Task, TaskStatus
 
 log = structlog.get_logger("orderflow.backpressure")
 
@@ -42,19 +45,30 @@ FIRST_LANE = sorted(kind for kind, lane in LANES.items() if lane == 0)
 class Pressure:
     state: str
     oldest_due_seconds: float  # of the first lane, its dependency up
+    # The same, counting only interactive work (orders placed one by one), which is claimed
+    # before bulk work: a burst of bulk intake pushes back on bulk intake only.
+    interactive: Pressure | None = None
 
     @property
     def retry_after(self) -> int:
         """Seconds a refused client should wait: longer the further behind we are (≤ 30)."""
         return max(1, min(30, round(self.oldest_due_seconds / 10)))
 
+    def of(self, priority: int) -> Pressure:
+        """The pressure that intake of this priority answers to."""
+        return (self.interactive or self) if priority == Priority.INTERACTIVE else self
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        view: dict[str, Any] = {
             "state": self.state,
             "oldest_due_seconds": round(self.oldest_due_seconds, 3),
-            "lanes": [sorted(k for k, n in LANES.items() if n == lane) for lane in range(4)]
-            + [["alerts, relay, anchors, redrives"]],
         }
+        if self.interactive is not None:
+            view["interactive"] = self.interactive.as_dict()
+            view["lanes"] = [
+                sorted(k for k, n in LANES.items() if n == lane) for lane in range(4)
+            ] + [["alerts, relay, anchors, redrives"]]
+        return view
 
 
 def measure(session: Session, warning_seconds: float, shedding_seconds: float) -> Pressure:
@@ -62,18 +76,24 @@ def measure(session: Session, warning_seconds: float, shedding_seconds: float) -
     down = set(session.scalars(select(Dependency.name).where(Dependency.state == "open")))
     kinds = [k for k in FIRST_LANE if DEPENDENCY_OF.get(k) not in down]
     at = now()
-    oldest = (
-        session.scalar(
-            select(func.min(Task.run_at)).where(
-                Task.status == TaskStatus.READY, Task.run_at <= at, Task.kind.in_(kinds)
-            )
+    oldest: dict[int, Any] = {}
+    if kinds:
+        rows = session.execute(
+            select(Task.priority, func.min(Task.run_at))
+            .where(Task.status == TaskStatus.READY, Task.run_at <= at, Task.kind.in_(kinds))
+            .group_by(Task.priority)
         )
-        if kinds
-        else None
-    )
-    age = max(0.0, (at - oldest).total_seconds()) if oldest is not None else 0.0
-    state = SHEDDING if age >= shedding_seconds else WARNING if age >= warning_seconds else NORMAL
-    return Pressure(state, age)
+        oldest = {priority: run_at for priority, run_at in rows}
+
+    def pressure(ages: list[Any]) -> Pressure:
+        age = max(0.0, (at - min(ages)).total_seconds()) if ages else 0.0
+        if age >= shedding_seconds:
+            return Pressure(SHEDDING, age)
+        return Pressure(WARNING if age >= warning_seconds else NORMAL, age)
+
+    overall = pressure(list(oldest.values()))
+    interactive = pressure([oldest[Priority.INTERACTIVE]] if Priority.INTERACTIVE in oldest else [])
+    return Pressure(overall.state, overall.oldest_due_seconds, interactive)
 
 
 class Gauge:

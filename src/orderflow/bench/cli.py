@@ -96,6 +96,14 @@ def bench_intake(
     is_flag=True,
     help="run with the product's default knobs (default: the chaos cluster's fast ones)",
 )
+@click.option(
+    "--burst",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="also place this many orders through POST /orders/batch at the start (bulk intake); "
+    "latencies are then shown for the one-by-one orders and the burst apart",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON line")
 def bench_lifecycle(
     orders: int,
@@ -104,6 +112,7 @@ def bench_lifecycle(
     database_url: str | None,
     rate: float | None,
     default_settings: bool,
+    burst: int,
     as_json: bool,
 ) -> None:
     """ORDERS orders placed → paid → booked → shipped e-mail → delivered, and what each cost.
@@ -115,6 +124,12 @@ def bench_lifecycle(
     from orderflow.bench import lifecycle
 
     result = lifecycle.run(
-        orders, workers, clients, database_url, rate=rate, default_settings=default_settings
+        orders,
+        workers,
+        clients,
+        database_url,
+        rate=rate,
+        default_settings=default_settings,
+        burst=burst,
     )
     click.echo(json.dumps(dataclasses.asdict(result)) if as_json else result.table())

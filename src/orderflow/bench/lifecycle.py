@@ -5,8 +5,11 @@ cluster, without faults) on a throwaway PostgreSQL database, places N orders fro
 the workers run, and waits until every one is delivered. Reports orders/s end to end, the CPU
 per order of orderflow's own processes (serve, workers, their PostgreSQL backends) and, apart,
 of the simulators, commits and rows written per order, and placed→paid / collected→"shipped"
-e-mail latencies. The same lifecycle on procrastinate, DBOS and a plain state machine lives in
-`bench/peers/` (`e2e.py`) for interleaved comparisons on the same machine.
+e-mail latencies. With `burst`, a burst of orders goes in through `POST /orders/batch` at
+the start, while the N orders come one by one (at `rate`): their latencies are then the
+interactive orders' alone, so the priority lane shows. The same lifecycle on procrastinate,
+DBOS and a plain state machine lives in `bench/peers/` (`e2e.py`) for interleaved comparisons
+on the same machine.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -71,10 +75,17 @@ class Result:
     rows_per_order: float = 0.0
     latency: dict[str, float | None] = field(default_factory=dict)
     load: tuple[float, ...] = ()
+    burst: int = 0  # orders placed in batches at the start, besides `orders`
+    burst_seconds: float = 0.0
+    refused: dict[str, int] = field(default_factory=dict)  # 429/503 answers, by intake
 
     @property
     def orders_per_second(self) -> float:
         return self.delivered / self.seconds if self.seconds else 0.0
+
+    @property
+    def total(self) -> int:
+        return self.orders + self.burst
 
     @property
     def own_cpu_ms(self) -> float:
@@ -83,7 +94,7 @@ class Result:
 
     def table(self) -> str:
         rows = [
-            ("orders delivered", f"{self.delivered} of {self.orders} ({self.workers} workers)"),
+            ("orders delivered", f"{self.delivered} of {self.total} ({self.workers} workers)"),
             ("end to end", f"{self.orders_per_second:.1f} orders/s ({self.seconds:.1f} s)"),
             ("placement", f"{self.orders / max(self.placement_seconds, 1e-9):.1f} orders/s"),
             ("CPU per order, orderflow", f"{self.own_cpu_ms:.1f} ms"),
@@ -99,6 +110,10 @@ class Result:
             ("commits per order", f"{self.commits_per_order:.2f}"),
             ("rows written per order", f"{self.rows_per_order:.1f}"),
         ]
+        if self.burst:
+            rate = self.burst / max(self.burst_seconds, 1e-9)
+            rows.append(("burst (batches)", f"{self.burst} orders at {rate:.0f} orders/s"))
+            rows += [(f"refused ({k})", str(v)) for k, v in sorted(self.refused.items())]
         rows += [(k, "-" if v is None else f"{v * 1000:.0f} ms") for k, v in self.latency.items()]
         rows.append(("load average", " ".join(f"{x:.2f}" for x in self.load)))
         width = max(len(k) for k, _ in rows)
@@ -129,6 +144,7 @@ def run(
     *,
     rate: float | None = None,
     default_settings: bool = False,
+    burst: int = 0,
 ) -> Result:
     """One measured run (blocking); prints progress bars on stderr.
 
@@ -149,7 +165,7 @@ def run(
         }
         try:
             with cluster(group, url, knobs) as stack:
-                return _measure(stack, orders, workers, clients, rate)
+                return _measure(stack, orders, workers, clients, rate, burst)
         finally:
             group.stop_all()
 
@@ -158,22 +174,27 @@ def _database(database_url: str | None) -> AbstractContextManager[str]:
     return nullcontext(database_url) if database_url else throwaway_postgres()
 
 
-def _measure(stack: Cluster, orders: int, workers: int, clients: int, rate: float | None) -> Result:
+def _measure(
+    stack: Cluster, orders: int, workers: int, clients: int, rate: float | None, burst: int
+) -> Result:
     stack.start_outside_and_serve(progress_seconds=0.2)
     for sku in SKUS:
-        stack.create_product(sku, stock=orders * 10)
+        stack.create_product(sku, stock=(orders + burst) * 10)
     customers = [stack.create_customer(i) for i in range(1, 21)]
     for i in range(workers):
         stack.start_worker(f"w{i + 1}")
     processes = {p.name: p.pid for p in stack.group.snapshot() if p.alive()}
-    result = Result(orders=orders, workers=workers)
+    result = Result(orders=orders, workers=workers, burst=burst)
     stats_before = _pg_stats(stack)
     cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
     backends_before = {pid: cpu_seconds(pid) for pid in _backend_pids(stack)}
     started = time.monotonic()
-    _place(stack, orders, clients, customers, rate)
+    bursting = threading.Thread(target=_burst, args=(stack, burst, customers, result))
+    bursting.start()
+    result.refused["POST /orders"] = _place(stack, orders, clients, customers, rate)
     result.placement_seconds = time.monotonic() - started
-    result.delivered = _wait_delivered(stack, orders)
+    bursting.join()
+    result.delivered = _wait_delivered(stack, orders + burst)
     result.seconds = time.monotonic() - started
     n = max(1, result.delivered)
     for name, pid in processes.items():
@@ -187,46 +208,72 @@ def _measure(stack: Cluster, orders: int, workers: int, clients: int, rate: floa
     stats_after = _pg_stats(stack)
     result.commits_per_order = (stats_after["commits"] - stats_before["commits"]) / n
     result.rows_per_order = (stats_after["rows"] - stats_before["rows"]) / n
-    result.latency = _latencies(stack)
+    result.latency = _latencies(stack, burst > 0)
     result.load = os.getloadavg()
     return result
 
 
+def _body(i: int, customers: list[int]) -> dict[str, Any]:
+    return {
+        "customer_id": customers[i % len(customers)],
+        "lines": [{"sku": SKUS[i % len(SKUS)], "quantity": 1 + i % 3}],
+    }
+
+
+def _post(http: httpx.Client, path: str, body: dict[str, Any], key: str | None) -> int:
+    """POST until accepted, waiting as told on 429/503; returns how many refusals it took."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    if key:
+        headers["Idempotency-Key"] = key
+    refused = 0
+    while True:
+        response = http.post(path, json=body, headers=headers)
+        if response.status_code in (200, 202):
+            return refused
+        if response.status_code not in (429, 503):
+            raise click.ClickException(f"placement refused: {response.text[:200]}")
+        refused += 1
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+
+
 def _place(
     stack: Cluster, orders: int, clients: int, customers: list[int], rate: float | None
-) -> None:
+) -> int:
+    """Place `orders` one by one; returns how many 429/503 answers they met."""
     lock = threading.Lock()
     bar = click.progressbar(length=orders, label="placed   ", file=sys.stderr)
     start = time.monotonic()
+    refusals = [0] * clients
 
     def client(index: int) -> None:
         with httpx.Client(base_url=stack.api_url, timeout=60) as http:
             for i in range(index, orders, clients):
                 if rate is not None:
                     time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                body = {
-                    "customer_id": customers[i % len(customers)],
-                    "lines": [{"sku": SKUS[i % len(SKUS)], "quantity": 1 + i % 3}],
-                }
-                while True:
-                    response = http.post(
-                        "/api/v1/orders",
-                        json=body,
-                        headers={
-                            "Authorization": f"Bearer {ADMIN_TOKEN}",
-                            "Idempotency-Key": f"bench-{i}",
-                        },
-                    )
-                    if response.status_code == 202:
-                        break
-                    if response.status_code not in (429, 503):
-                        raise click.ClickException(f"placement refused: {response.text[:200]}")
-                    time.sleep(float(response.headers.get("Retry-After", "1")))
+                refusals[index] += _post(http, "/api/v1/orders", _body(i, customers), f"bench-{i}")
                 with lock:
                     bar.update(1)
 
     with bar, ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
+    return sum(refusals)
+
+
+def _burst(stack: Cluster, burst: int, customers: list[int], result: Result) -> None:
+    """`burst` orders through POST /orders/batch, 1,000 a request, four requests at a time."""
+    size, started = 1_000, time.monotonic()
+    chunks = [range(at, min(burst, at + size)) for at in range(0, burst, size)]
+
+    def send(chunk: range) -> int:
+        entries = [_body(i, customers) | {"idempotency_key": f"burst-{i}"} for i in chunk]
+        with httpx.Client(base_url=stack.api_url, timeout=120) as http:
+            return _post(http, "/api/v1/orders/batch", {"orders": entries}, None)
+
+    with ThreadPoolExecutor(4) as pool:
+        refused = sum(pool.map(send, chunks))
+    result.burst_seconds = time.monotonic() - started
+    if burst:
+        result.refused["POST /orders/batch"] = refused
 
 
 def _wait_delivered(stack: Cluster, orders: int, stall_seconds: float = 90.0) -> int:
@@ -243,25 +290,32 @@ def _wait_delivered(stack: Cluster, orders: int, stall_seconds: float = 90.0) ->
     return seen
 
 
-def _latencies(stack: Cluster) -> dict[str, float | None]:
-    paid = [
-        float(r[0])
-        for r in stack.sql(
-            "SELECT extract(epoch FROM a.at - o.created_at) FROM orders o "
-            "JOIN audit_entries a ON a.order_id = o.id AND a.to_status = 'paid'"
-        )
-    ]
-    mailed = [
-        float(r[0])
-        for r in stack.sql(
-            "SELECT extract(epoch FROM m.at - c.at) FROM audit_entries c "
-            "JOIN audit_entries m ON m.order_id = c.order_id AND m.action = 'email.shipped' "
-            "WHERE c.to_status = 'shipped'"
-        )
-    ]
-    return {
-        "placed → paid p50": percentile(paid, 0.5),
-        "placed → paid p99": percentile(paid, 0.99),
-        "shipped → e-mail p50": percentile(mailed, 0.5),
-        "shipped → e-mail p99": percentile(mailed, 0.99),
-    }
+def _latencies(stack: Cluster, apart: bool) -> dict[str, float | None]:
+    """Placed → paid and collected → "shipped" e-mail; `apart`: one-by-one orders and the
+    burst's separately (told by their Idempotency-Keys)."""
+    groups = {"": None} if not apart else {"": "bench-%", " (burst)": "burst-%"}
+    latency: dict[str, float | None] = {}
+    for label, keys in groups.items():
+        only = "" if keys is None else f" AND o.idempotency_key LIKE '{keys}'"
+        paid = [
+            float(r[0])
+            for r in stack.sql(
+                "SELECT extract(epoch FROM a.at - o.created_at) FROM orders o "
+                "JOIN audit_entries a ON a.order_id = o.id AND a.to_status = 'paid'" + only
+            )
+        ]
+        mailed = [
+            float(r[0])
+            for r in stack.sql(
+                "SELECT extract(epoch FROM m.at - c.at) FROM audit_entries c "
+                "JOIN audit_entries m ON m.order_id = c.order_id AND m.action = 'email.shipped' "
+                "JOIN orders o ON o.id = c.order_id WHERE c.to_status = 'shipped'" + only
+            )
+        ]
+        latency |= {
+            f"placed → paid p50{label}": percentile(paid, 0.5),
+            f"placed → paid p99{label}": percentile(paid, 0.99),
+            f"shipped → e-mail p50{label}": percentile(mailed, 0.5),
+            f"shipped → e-mail p99{label}": percentile(mailed, 0.99),
+        }
+    return latency

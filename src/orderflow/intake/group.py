@@ -35,6 +35,7 @@ from orderflow.orders.placement import Outcome as PlacementOutcome
 from orderflow.orders.placement import PlacementRequest, Refused, place_orders
 from orderflow.orders.service import place_order
 from orderflow.tasks.errors import ErrorClass, describe
+from orderflow.tasks.models import Priority
 
 log = structlog.get_logger("orderflow.intake")
 
@@ -77,7 +78,8 @@ def place_all(session: Session, msgs: list[OrderMessage], *, actor: str) -> list
     placed message by message instead, each under its own savepoint."""
     _lock_stock(session, {line.sku for msg in msgs for line in msg.lines})
     requests = [
-        PlacementRequest(msg.customer_id, msg.lines, actor, msg.idempotency_key) for msg in msgs
+        PlacementRequest(msg.customer_id, msg.lines, actor, msg.idempotency_key, Priority.BULK)
+        for msg in msgs
     ]
     try:
         with session.begin_nested():
@@ -120,6 +122,7 @@ def _place_one(session: Session, msg: OrderMessage, actor: str) -> Placed | Refu
                     lines=msg.lines,
                     actor=actor,
                     idempotency_key=msg.idempotency_key,
+                    priority=Priority.BULK,
                 )
             return Placed(order.id, created)
         except DomainError as exc:

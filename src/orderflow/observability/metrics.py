@@ -24,7 +24,7 @@ from orderflow.db import Database
 from orderflow.dependencies.models import Dependency
 from orderflow.notifications.models import Notification
 from orderflow.orders.models import Order
-from orderflow.tasks.models import Task, TaskStatus
+from orderflow.tasks.models import Priority, Task, TaskStatus
 
 WEBHOOKS = Counter(
     "orderflow_webhooks_total",
@@ -136,19 +136,22 @@ class PressureCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         pressure = self.gauge.current()
-        state = GaugeMetricFamily(
-            "orderflow_backpressure_state",
-            "1 for the current intake state (normal, warning, shedding), 0 for the others",
-            labels=["state"],
-        )
-        for name in STATES:
-            state.add_metric([name], 1.0 if pressure.state == name else 0.0)
-        yield state
-        yield GaugeMetricFamily(
-            "orderflow_backpressure_oldest_due_seconds",
-            "Age of the oldest due payment task whose dependency is up (what backpressure reads)",
-            value=pressure.oldest_due_seconds,
-        )
+        views = [("", "bulk and queue intake", pressure)]
+        views.append(("interactive_", "POST /orders", pressure.of(Priority.INTERACTIVE)))
+        for prefix, whose, view in views:
+            state = GaugeMetricFamily(
+                f"orderflow_backpressure_{prefix}state",
+                f"1 for the current state of {whose} (normal, warning, shedding), 0 for others",
+                labels=["state"],
+            )
+            for name in STATES:
+                state.add_metric([name], 1.0 if view.state == name else 0.0)
+            yield state
+            yield GaugeMetricFamily(
+                f"orderflow_backpressure_{prefix}oldest_due_seconds",
+                f"Age of the oldest due payment task whose dependency is up ({whose} reads it)",
+                value=view.oldest_due_seconds,
+            )
 
 
 def registry_for(db: Database | None, pressure: Gauge | None = None) -> CollectorRegistry:

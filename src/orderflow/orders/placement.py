@@ -40,7 +40,7 @@ from orderflow.orders import placement_write, queries, workflow
 from orderflow.orders.models import Order, OrderLine, order_reference
 from orderflow.orders.status import OrderStatus
 from orderflow.outbox import OutboxEvent
-from orderflow.tasks.models import Task, TaskStatus
+from orderflow.tasks.models import Priority, Task, TaskStatus
 
 MAX_QUANTITY = 10_000
 MAX_TOTAL = 2**31 - 1  # orders.total is a 32-bit INTEGER on PostgreSQL
@@ -66,6 +66,8 @@ class PlacementRequest:
     lines: list[LineRequest]
     actor: str
     idempotency_key: str | None = None
+    # Bulk intake (a batch, the queue) yields to orders placed one by one, lane by lane.
+    priority: int = Priority.INTERACTIVE
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,7 @@ class _Writes:
             "status": TaskStatus.READY.value,
             "run_at": at,
             "attempts": 0,
+            "priority": r.priority,
             "created_at": at,
         }
         self.orders.append(order)

@@ -22,6 +22,7 @@ from orderflow.orders.placement import request_fingerprint as request_fingerprin
 from orderflow.orders.status import CANCELLABLE, IllegalTransition, OrderStatus, check
 from orderflow.payments.models import Payment
 from orderflow.tasks import queue
+from orderflow.tasks.models import Priority
 
 
 def place_order(
@@ -31,6 +32,7 @@ def place_order(
     lines: list[LineRequest],
     actor: str,
     idempotency_key: str | None = None,
+    priority: int = Priority.INTERACTIVE,
 ) -> tuple[Order, bool]:
     """Validate, reserve stock and record the order with its first task: all or nothing.
 
@@ -38,7 +40,7 @@ def place_order(
     Invalid (422) or Conflict (409) for a refused order, having written nothing. Many orders
     at once: `placement.place_orders`.
     """
-    request = PlacementRequest(customer_id, lines, actor, idempotency_key)
+    request = PlacementRequest(customer_id, lines, actor, idempotency_key, priority)
     # Locking stock as it is read: an IntegrityError would end the caller's transaction.
     [outcome] = place_orders(session, [request], lock_first=True)
     if isinstance(outcome, Refused):

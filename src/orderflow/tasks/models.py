@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orderflow.clock import now
@@ -21,10 +21,18 @@ class TaskStatus(StrEnum):
     DISCARDED = "discarded"  # a dead letter a person gave up on (with a reason); kept
 
 
+class Priority(IntEnum):
+    """Whose work comes first within a lane: orders placed one by one (an admin on the phone
+    with the customer) before orders that came in bulk (a batch, the intake queue)."""
+
+    INTERACTIVE = 0
+    BULK = 1
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("ix_tasks_claim", "status", "run_at"),
+        Index("ix_tasks_claim", "status", "priority", "run_at"),
         Index("ix_tasks_order_id", "order_id"),
         # Dead letters by cause: the inbox's GROUP BY and a group's pages, from the index alone.
         Index(
@@ -45,6 +53,10 @@ class Task(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.READY)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    # Claimed before higher numbers (see `Priority`); an order's tasks inherit its intake's.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=Priority.INTERACTIVE, server_default="0"
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

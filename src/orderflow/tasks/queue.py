@@ -7,12 +7,14 @@ slow, or presumed dead) can never overwrite the work of the worker that took ove
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -22,7 +24,7 @@ from orderflow.clock import now
 from orderflow.db import insert_ignore
 from orderflow.deadletters.causes import fingerprint
 from orderflow.tasks.errors import ErrorClass
-from orderflow.tasks.models import Task, TaskAttempt, TaskStatus
+from orderflow.tasks.models import Priority, Task, TaskAttempt, TaskStatus
 
 PERFORMED = "performed_at"  # payload key set by mark_performed
 # Payload keys kept by `retry`: how many attempts have a recorded outcome, and whether one of
@@ -40,6 +42,21 @@ class ClaimedTask:
     attempts: int  # including this one
     lease_token: str
     created_at: datetime | None = None
+    priority: int = Priority.INTERACTIVE
+
+
+# The priority of the work being done: what it queues next inherits it (see `inheriting`).
+_priority: ContextVar[int] = ContextVar("orderflow_priority", default=Priority.INTERACTIVE)
+
+
+@contextmanager
+def inheriting(priority: int) -> Iterator[None]:
+    """Tasks queued inside take `priority`: an order's work keeps its intake's priority."""
+    token = _priority.set(priority)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
 
 
 def enqueue(
@@ -60,6 +77,7 @@ def enqueue(
         "status": TaskStatus.READY,
         "run_at": run_at or now(),
         "attempts": 0,
+        "priority": _priority.get(),
         "created_at": now(),
         "finished_at": None,
     }
@@ -78,6 +96,7 @@ CLAIMED_COLUMNS = (
     Task.payload,
     Task.attempts,
     Task.created_at,
+    Task.priority,
 )
 
 
@@ -89,25 +108,33 @@ def claim(
     lease_seconds: float,
     kinds: Collection[str] | None = None,
 ) -> list[ClaimedTask]:
-    """Take up to `limit` due tasks (and tasks whose lease expired) in one statement.
+    """Take up to `limit` tasks in one statement: first any whose lease expired (their
+    worker died), then due ones, interactive before bulk, oldest due first.
 
-    Oldest due first. `kinds` restricts the claim to some steps (those of one dependency).
+    `kinds` restricts the claim to some steps (those of one dependency or lane). Each part
+    reads `ix_tasks_claim` in its own order and stops after `limit` rows: one query with an
+    OR of both would sort every due task, thousands of them during a burst.
     """
     at = now()
-    claimable = or_(
-        and_(Task.status == TaskStatus.READY, Task.run_at <= at),
-        and_(Task.status == TaskStatus.RUNNING, Task.lease_until < at),
+
+    def only_kinds(query: Select[Any]) -> Select[Any]:
+        return query if kinds is None else query.where(Task.kind.in_(kinds))
+
+    expired = only_kinds(
+        select(Task.id).where(Task.status == TaskStatus.RUNNING, Task.lease_until < at)
     )
-    due = (
-        select(Task.id)
-        .where(claimable if kinds is None else and_(claimable, Task.kind.in_(kinds)))
-        .order_by(Task.run_at, Task.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write lock serializes claims
-    )
+    due = only_kinds(select(Task.id).where(Task.status == TaskStatus.READY, Task.run_at <= at))
+    parts = [
+        part.limit(limit).with_for_update(skip_locked=True).cte(name)  # PostgreSQL; SQLite's
+        for name, part in (  # write lock serializes claims
+            ("expired", expired),
+            ("due", due.order_by(Task.priority, Task.run_at)),
+        )
+    ]
+    chosen = union_all(*(select(part.c.id) for part in parts)).limit(limit)
     rows = session.execute(
         update(Task)
-        .where(Task.id.in_(due.scalar_subquery()))
+        .where(Task.id.in_(select(chosen.subquery().c.id)))
         .values(
             status=TaskStatus.RUNNING,
             lease_owner=token,
@@ -126,6 +153,7 @@ def claim(
             attempts=r.attempts,
             lease_token=token,
             created_at=r.created_at,
+            priority=r.priority,
         )
         for r in rows
     ]

@@ -428,7 +428,10 @@ class Worker:
         task, error = run.task, run.error
         bind = structlog.contextvars.bound_contextvars
         reference = order_reference(task.order_id) if task.order_id else None
-        with bind(task_id=task.id, kind=task.kind, reference=reference, attempt=task.attempts):
+        with (
+            bind(task_id=task.id, kind=task.kind, reference=reference, attempt=task.attempts),
+            queue.inheriting(task.priority),  # what it queues next keeps its order's priority
+        ):
             if error is None:
                 outcome = None
                 if run.work is not None:

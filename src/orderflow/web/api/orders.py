@@ -18,6 +18,7 @@ from orderflow.orders.placement import LineRequest, Placed, PlacementRequest, Re
 from orderflow.orders.status import OrderStatus
 from orderflow.people import four_eyes
 from orderflow.people.roles import Role
+from orderflow.tasks.models import Priority
 from orderflow.web.api.schemas import BatchIn, BatchOrderIn, CancelIn, OrderIn, OrderPatchIn
 from orderflow.web.context import (
     BEARER_SECURITY,
@@ -51,9 +52,11 @@ def _json(content: Any, status: int, headers: dict[str, str] | None = None) -> R
     return Response(json.dumps(content), status, headers, media_type="application/json")
 
 
-def _request(body: OrderIn, actor: str, key: str | None) -> PlacementRequest:
+def _request(
+    body: OrderIn, actor: str, key: str | None, priority: int = Priority.INTERACTIVE
+) -> PlacementRequest:
     lines = [LineRequest(sku=ln.sku, quantity=ln.quantity) for ln in body.lines]
-    return PlacementRequest(body.customer_id, lines, actor, key)
+    return PlacementRequest(body.customer_id, lines, actor, key, priority)
 
 
 # The two placement routes read their header and body themselves: FastAPI's per-request
@@ -69,21 +72,23 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-async def _parse(request: Request, model: type[M]) -> tuple[str, M]:
+async def _parse(request: Request, model: type[M], priority: int) -> tuple[str, M]:
     ctx: AppContext = request.app.state.ctx
     who = await authenticate(ctx, request.headers.get("authorization"))
     who.require(Role.ADMIN, "place orders")
-    await _refuse_when_shedding(ctx)
+    await _refuse_when_shedding(ctx, priority)
     try:
         return who.actor, model.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
 
 
-async def _refuse_when_shedding(ctx: AppContext) -> None:
-    """Backpressure: while payments are far behind, new orders are refused with 429."""
+async def _refuse_when_shedding(ctx: AppContext, priority: int) -> None:
+    """Backpressure: while payments of this priority (or, for bulk intake, of any) are far
+    behind, new orders are refused with 429."""
     gauge = ctx.pressure
-    pressure = await asyncio.to_thread(gauge.current) if gauge.stale() else gauge.current()
+    current = await asyncio.to_thread(gauge.current) if gauge.stale() else gauge.current()
+    pressure = current.of(priority)
     if pressure.state == SHEDDING:
         raise Throttled(
             f"intake is shedding load: payments are {pressure.oldest_due_seconds:.0f} s behind",
@@ -116,7 +121,7 @@ async def _refuse_when_shedding(ctx: AppContext) -> None:
 )
 async def place_order(request: Request) -> Response:
     """Accept an order: validated, stock reserved and its work queued before the 202."""
-    actor, body = await _parse(request, OrderIn)
+    actor, body = await _parse(request, OrderIn, Priority.INTERACTIVE)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise Invalid("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
@@ -130,7 +135,7 @@ async def place_order(request: Request) -> Response:
 @router.post("/orders/batch", responses=errors(*WRITE, 429), openapi_extra=_body_schema(BatchIn))
 async def place_orders(request: Request) -> Response:
     """Up to 1,000 orders, each accepted or refused exactly as its own POST /orders would be."""
-    actor, body = await _parse(request, BatchIn)
+    actor, body = await _parse(request, BatchIn, Priority.BULK)
     results: list[dict[str, Any] | None] = [None] * len(body.orders)
     requests: list[PlacementRequest] = []
     positions: list[int] = []
@@ -140,7 +145,7 @@ async def place_orders(request: Request) -> Response:
         except ValidationError as exc:
             results[i] = {"status": 422, "error": validation_error_body(exc.errors())}
             continue
-        requests.append(_request(order, actor, order.idempotency_key))
+        requests.append(_request(order, actor, order.idempotency_key, Priority.BULK))
         positions.append(i)
     ctx: AppContext = request.app.state.ctx
     outcomes = await ctx.placement.submit_many(requests) if requests else []
