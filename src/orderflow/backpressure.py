@@ -10,10 +10,12 @@ therefore slows bulk intake down, never the orders placed one by one. It is read
 database, so every API process, the queue intake and the workers agree:
 
 - normal:   intake at full speed;
-- warning:  older than `warning_seconds`: workers claim strictly lane by lane (low lanes wait,
-            never dropped) and the queue intake takes a smaller prefetch;
-- shedding: older than `shedding_seconds`: `POST /orders` answers 429 with Retry-After, the
-            queue intake takes one message at a time.
+- warning:  older than `warning_seconds`: the queue intake takes a smaller prefetch;
+- shedding: older than `shedding_seconds`: intake answers 429 with Retry-After, the queue
+            intake takes one message at a time.
+
+Workers read the same age, and take the lanes strictly in order far sooner (see
+`Worker.strict_lanes_seconds`): low lanes wait, never dropped.
 """
 
 from __future__ import annotations

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(32, ge=1, le=1000)
     worker_concurrency: int = Field(16, ge=1, le=256)
     worker_idle_seconds: float = Field(0.5, gt=0)
+    # Once a due payment has waited this long, workers take the lanes strictly in order
+    # (payments, then bookings and tracking, then e-mail, then the rest) until it has not.
+    worker_strict_lanes_seconds: float = Field(0.5, ge=0)
 
     # Audit: where anchors are exported (outside the database), how often the worker anchors,
     # where retention archives go, and how old an entry must be to leave the hot table.

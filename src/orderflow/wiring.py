@@ -196,6 +196,7 @@ def build_worker(
         dependencies=policies,
         max_attempts=settings.max_attempts,
         pressure=pressure_gauge(settings, db),
+        strict_lanes_seconds=settings.worker_strict_lanes_seconds,
     )
 
 

@@ -87,16 +87,24 @@ def test_behind_on_payments_the_worker_claims_lane_by_lane(db: Database) -> None
     seen: list[str] = []
     steps = {kind: Record(kind, seen) for kind in ("charge", "notify")}
 
-    def worker(warning_seconds: float) -> Worker:
-        gauge = Gauge(db, warning_seconds, 3600)
+    def worker(strict_lanes_seconds: float) -> Worker:
+        gauge = Gauge(db, 10, 3600)
         policy = RetryPolicy(0.05, 0.2)
-        return Worker(db, steps, retry=policy, lease_seconds=5, batch_size=2, pressure=gauge)
+        return Worker(
+            db,
+            steps,
+            retry=policy,
+            lease_seconds=5,
+            batch_size=2,
+            pressure=gauge,
+            strict_lanes_seconds=strict_lanes_seconds,
+        )
 
-    assert worker(warning_seconds=10).run_once() == 2
+    assert worker(strict_lanes_seconds=10).run_once() == 2
     assert sorted(seen) == ["charge-0", "charge-1"]  # strictly lane by lane: payments first
     _due(db, "charge", "charge-2", 20)
     seen.clear()
-    assert worker(warning_seconds=3600).run_once() == 2
+    assert worker(strict_lanes_seconds=3600).run_once() == 2
     assert sorted(seen) == ["mail-0", "mail-1"]  # normal: oldest first, whatever the lane
 
 

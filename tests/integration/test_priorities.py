@@ -7,11 +7,14 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from orderflow.backpressure import NORMAL, SHEDDING, measure
+from orderflow.backpressure import NORMAL, SHEDDING, Gauge, measure
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.tasks import queue
 from orderflow.tasks.models import Priority, Task
+from orderflow.tasks.retry import RetryPolicy
+from orderflow.tasks.worker import Worker
+from tests.integration.test_backpressure import Record
 from tests.support.stack import Stack
 
 
@@ -97,3 +100,19 @@ def test_a_bulk_backlog_refuses_batches_but_not_single_orders(stack: Stack) -> N
     metrics = stack.api.get(f"{stack.server.url}/metrics").text
     assert 'orderflow_backpressure_state{state="shedding"} 1.0' in metrics
     assert 'orderflow_backpressure_interactive_state{state="normal"} 1.0' in metrics
+
+
+def test_behind_on_payments_lanes_come_first_then_priorities(db: Database) -> None:
+    """Bulk charges 20 s behind: they go before an interactive e-mail, which goes before an
+    older bulk e-mail (payments first, as the lanes say; interactive first within a lane)."""
+    _due(db, "notify", "bulk-mail", 60, Priority.BULK)
+    _due(db, "charge", "bulk-charge", 20, Priority.BULK)
+    _due(db, "notify", "interactive-mail", 1, Priority.INTERACTIVE)
+    seen: list[str] = []
+    steps = {kind: Record(kind, seen) for kind in ("charge", "notify")}
+    gauge = Gauge(db, 10, 3600)
+    worker = Worker(
+        db, steps, retry=RetryPolicy(0.05, 0.2), lease_seconds=5, batch_size=1, pressure=gauge
+    )
+    assert [worker.run_once() for _ in range(4)] == [1, 1, 1, 0]
+    assert seen == ["bulk-charge", "interactive-mail", "bulk-mail"]

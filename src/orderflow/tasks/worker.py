@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from orderflow.audit import chain
-from orderflow.backpressure import NORMAL, Gauge
+from orderflow.backpressure import Gauge
 from orderflow.clock import now
 from orderflow.db import Database
 from orderflow.dependencies import health
@@ -88,8 +88,11 @@ class Worker:
         dependencies: Mapping[str, DependencyPolicy] | None = None,
         max_attempts: int | None = None,
         pressure: Gauge | None = None,
+        strict_lanes_seconds: float = 0.5,
     ) -> None:
-        self.pressure = pressure  # behind on payments: claim lane by lane
+        # Payments due longer than `strict_lanes_seconds`: claim lane by lane (payments first).
+        self.pressure = pressure
+        self.strict_lanes_seconds = strict_lanes_seconds
         self.db = db
         self.steps = steps
         self.dependencies = dict(dependencies or {})
@@ -148,7 +151,10 @@ class Worker:
         """Claim, perform and commit one batch; returns how many tasks it took."""
         self._batches += 1
         token = f"{self.name}/{self._batches}"
-        behind = self.pressure is not None and self.pressure.current().state != NORMAL
+        behind = (
+            self.pressure is not None
+            and self.pressure.current().oldest_due_seconds >= self.strict_lanes_seconds
+        )
         with self.db.transaction() as session:
             claimed, slots = self._claim(session, token, strict_lanes=behind)
         if not claimed:
