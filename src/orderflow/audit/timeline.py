@@ -56,6 +56,20 @@ def describe(entry: dict[str, Any], currency: str | None = None) -> str:
         case "order.placed":
             lines = ", ".join(f"{q} x {sku}" for sku, q in d.get("lines", []))
             return f"order placed by {who}: {lines}, total {money(d.get('total'), cur)}"
+        case "order.replacement_placed":
+            lines = ", ".join(f"{q} x {sku}" for sku, q in d.get("lines", []))
+            return (
+                f"placed as a replacement of {d.get('replaces', '?')} by {who}: {lines}, "
+                f"total {money(d.get('total'), cur)}"
+            )
+        case "order.resent":
+            why = f": {d['reason']}" if d.get("reason") else ""
+            return f"re-sent as {d.get('replacement', '?')} by {who}{why}"
+        case "payment.covered_by_original":
+            return (
+                f"paid by {d.get('original', '?')}'s charge (Paydesk "
+                f"{d.get('payment_id') or '?'}, {money(d.get('amount'), cur)}): not charged again"
+            )
         case "payment.succeeded":
             return (
                 f"payment of {money(d.get('amount'), cur)} succeeded "

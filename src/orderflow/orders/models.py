@@ -54,6 +54,10 @@ class Order(Base):
     # Head of this order's audit hash chain, moved in the same transaction as each entry.
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
     audit_head: Mapped[str] = mapped_column(String(64), default="")
+    # A re-sent parcel: this order replaces that one (delivery_failed); at most one each.
+    replaces: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("orders.id"), index=True, unique=True, default=None
+    )
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.id", lazy="selectin"

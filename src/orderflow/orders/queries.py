@@ -18,7 +18,7 @@ from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
 from orderflow.orders import waiting
 from orderflow.orders.models import Order, OrderLine, order_reference, parse_order_reference
-from orderflow.orders.status import TERMINAL
+from orderflow.orders.status import TERMINAL, OrderStatus
 from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import Shipment
@@ -87,6 +87,20 @@ def preload(session: Session, reads: Mapping[int, Collection[str]]) -> list[Any]
     return kept
 
 
+def links(session: Session, order: Order) -> dict[str, str | None]:
+    """A re-sent parcel's two orders, by reference: the one this replaces, the one replacing
+    it (only a delivery_failed order can have one, so others cost no query)."""
+    replaced_by = (
+        session.scalar(select(Order.id).where(Order.replaces == order.id))
+        if order.status == OrderStatus.DELIVERY_FAILED
+        else None
+    )
+    return {
+        "replaces": order_reference(order.replaces) if order.replaces else None,
+        "replaced_by": order_reference(replaced_by) if replaced_by else None,
+    }
+
+
 def order_view(session: Session, order_id: int) -> dict[str, Any]:
     order = session.get(Order, order_id)
     if order is None:
@@ -126,6 +140,7 @@ def order_view(session: Session, order_id: int) -> dict[str, Any]:
         ],
         "ship_to": order.ship_to,
         "placed_by": order.placed_by,
+        **links(session, order),
         "payment": None
         if charge is None
         else {
@@ -208,6 +223,8 @@ def placed_order_view(
         ],
         "ship_to": order["ship_to"],
         "placed_by": order["placed_by"],
+        "replaces": None,
+        "replaced_by": None,
         "payment": None,
         "shipment": None,
         "notifications": [],
