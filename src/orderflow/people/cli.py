@@ -16,6 +16,7 @@ import click
 
 from orderflow.db import Database
 from orderflow.errors import DomainError
+from orderflow.orders.models import parse_order_reference
 from orderflow.people import four_eyes
 from orderflow.people import service as people
 from orderflow.people.roles import Principal, Role
@@ -216,7 +217,8 @@ def _show(p: dict[str, Any]) -> str:
 
 @click.group()
 def proposals() -> None:
-    """Four-eyes: refunds, discards and bulk redrives of payment work need a second person."""
+    """Four-eyes: refunds, re-sends, discards and bulk redrives of payment work need a second
+    person."""
 
 
 @proposals.command("list")
@@ -267,6 +269,25 @@ def propose_refund(
     """Cancel ORDER_ID (an order id) and refund its charge."""
     params = {"order_id": order_id}
     _propose(ctx, as_name, password_stdin, four_eyes.REFUND, params, reason)
+
+
+@propose.command("resend")
+@click.argument("order")
+@click.option("--reason", required=True)
+@_as_option
+@click.pass_context
+def propose_resend(
+    ctx: click.Context, order: str, reason: str, as_name: str, password_stdin: bool
+) -> None:
+    """Re-send the lost or returned parcel of ORDER (an id or ORD-… reference): a replacement
+    order with the same lines, not charged again."""
+    text = order.strip()
+    numeric = text.isascii() and text.isdigit() and len(text) <= 18
+    order_id = int(text) if numeric else parse_order_reference(text.upper())
+    if order_id is None:
+        raise click.ClickException(f"no order {order!r}: give its id or its ORD-… reference")
+    params = {"order_id": order_id}
+    _propose(ctx, as_name, password_stdin, four_eyes.RESEND, params, reason)
 
 
 @propose.command("discard")

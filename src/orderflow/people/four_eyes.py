@@ -1,6 +1,7 @@
 """Four-eyes: the dangerous actions run only when a second person approves them.
 
-The dangerous actions are a refund (cancelling an order whose card was charged), discarding a
+The dangerous actions are a refund (cancelling an order whose card was charged), a re-send of a
+lost or returned parcel (a replacement order shipped without a second charge), discarding a
 dead letter (the order takes its failure path: cancelled, refunded), and a bulk redrive that
 may include payment work (charges, refunds). One person proposes (stored as pending, with who
 and what); another named person with the admin role approves, and only then does it run, once
@@ -24,8 +25,9 @@ from orderflow.db import Database
 from orderflow.deadletters import service as deadletters
 from orderflow.deadletters.queries import Filter
 from orderflow.errors import Conflict, DomainError, Invalid, NotFound
+from orderflow.orders import replacement
 from orderflow.orders import service as orders
-from orderflow.orders.models import Order
+from orderflow.orders.models import Order, order_reference
 from orderflow.orders.status import CANCELLABLE, OrderStatus
 from orderflow.orders.workflow import DEPENDENCY_OF
 from orderflow.people.models import Proposal
@@ -34,11 +36,13 @@ from orderflow.people.service import users_exist
 from orderflow.tasks.models import Task, TaskStatus
 
 REFUND = "refund"
+RESEND = "resend"
 DISCARD = "discard"
 BULK_REDRIVE = "bulk_redrive"
 
 WHAT = {
     REFUND: "cancelling a charged order (a refund)",
+    RESEND: "re-sending a lost or returned parcel (a replacement order, not charged again)",
     DISCARD: "discarding a dead letter",
     BULK_REDRIVE: "a bulk redrive that may include payment work",
 }
@@ -90,6 +94,10 @@ class RefundParams(_Params):
     order_id: int = Field(ge=1)
 
 
+class ResendParams(_Params):
+    order_id: int = Field(ge=1)
+
+
 class DiscardParams(_Params):
     task_id: int = Field(ge=1)
 
@@ -109,6 +117,7 @@ class BulkRedriveParams(_Params):
 
 PARAMS: dict[str, type[_Params]] = {
     REFUND: RefundParams,
+    RESEND: ResendParams,
     DISCARD: DiscardParams,
     BULK_REDRIVE: BulkRedriveParams,
 }
@@ -134,6 +143,16 @@ def _target(session: Session, action: str, params: _Params) -> int | None:
         status = orders.lock(session, params.order_id)
         if status not in CANCELLABLE:
             raise Conflict(f"the order is {status}: it cannot be cancelled", code="not_cancellable")
+        replacement.refuse_refund_if_replaced(session, params.order_id)
+        return params.order_id
+    if isinstance(params, ResendParams):
+        existing = replacement.check(session, params.order_id)
+        if existing is not None:
+            raise Conflict(
+                f"the order was already re-sent as {order_reference(existing)}",
+                code="already_resent",
+                details={"replacement": order_reference(existing)},
+            )
         return params.order_id
     if isinstance(params, DiscardParams):
         task = session.get(Task, params.task_id)
@@ -236,8 +255,15 @@ def approve(session: Session, who: Principal, proposal_id: int) -> Proposal:
     params = _params(proposal.action, proposal.params)
     outcome: dict[str, Any] = {}
     if isinstance(params, RefundParams):
+        replacement.refuse_refund_if_replaced(session, params.order_id)
         orders.cancel_order(session, params.order_id, actor=who.actor, reason=proposal.reason)
         outcome = {"order_status": OrderStatus.CANCELLED.value}
+    elif isinstance(params, ResendParams):
+        new_id, created = replacement.resend(
+            session, params.order_id, actor=who.actor, reason=proposal.reason
+        )
+        outcome = {"replacement_id": new_id, "replacement": order_reference(new_id)}
+        outcome["created"] = created
     elif isinstance(params, DiscardParams):
         deadletters.discard(session, params.task_id, actor=who.actor, reason=proposal.reason)
         outcome = {"task_status": "discarded"}

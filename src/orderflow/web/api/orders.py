@@ -1,4 +1,4 @@
-"""Orders: place (202, idempotent; one by one or in batches), read, list, cancel."""
+"""Orders: place (202, idempotent; one by one or in batches), read, list, cancel, re-send."""
 
 from __future__ import annotations
 
@@ -13,13 +13,20 @@ from pydantic import BaseModel, ValidationError
 
 from orderflow.backpressure import SHEDDING
 from orderflow.errors import DomainError, Invalid, Throttled
-from orderflow.orders import queries, service
+from orderflow.orders import queries, replacement, service
 from orderflow.orders.placement import LineRequest, Placed, PlacementRequest, Refused
 from orderflow.orders.status import OrderStatus
 from orderflow.people import four_eyes
 from orderflow.people.roles import Role
 from orderflow.tasks.models import Priority
-from orderflow.web.api.schemas import BatchIn, BatchOrderIn, CancelIn, OrderIn, OrderPatchIn
+from orderflow.web.api.schemas import (
+    BatchIn,
+    BatchOrderIn,
+    CancelIn,
+    OrderIn,
+    OrderPatchIn,
+    ResendIn,
+)
 from orderflow.web.context import (
     BEARER_SECURITY,
     Admin,
@@ -211,6 +218,40 @@ def cancel_order(
             four_eyes.guard(session, who, four_eyes.REFUND)
         service.cancel_order(session, known, actor=who.actor, reason=reason)
         return queries.order_view(session, known)
+
+
+@router.post(
+    "/orders/{order_id}/resend",
+    status_code=201,
+    responses={
+        **success(
+            201,
+            "the replacement order, placed now (Location: /api/v1/orders/{id})",
+            links=_order_link("the replacement, as it ships"),
+        ),
+        **success(200, "the replacement placed by an earlier re-send; nothing new was created"),
+        **errors(*WRITE, 404, 409),
+    },
+)
+def resend_order(
+    order_id: OrderRef, ctx: Context, who: Admin, response: Response, body: ResendIn | None = None
+) -> dict[str, Any]:
+    """Re-send a lost or returned parcel (a delivery_failed order): a replacement order, same
+    customer and lines, stock taken again, not charged again (the original's charge pays).
+    Idempotent: once re-sent, this answers 200 with the same replacement. Like a refund, it
+    needs a second person (409 four_eyes_required: propose it, action "resend")."""
+    known = order_id_of(order_id)
+    reason = body.reason if body else "parcel re-sent"
+    with ctx.db.transaction() as session:
+        new_id = replacement.check(session, known)
+        created = new_id is None
+        if new_id is None:
+            four_eyes.guard(session, who, four_eyes.RESEND)
+            new_id, created = replacement.resend(session, known, actor=who.actor, reason=reason)
+        view = queries.order_view(session, new_id)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/api/v1/orders/{new_id}"
+    return view
 
 
 @router.patch("/orders/{order_id}", responses=errors(*WRITE, 404, 409))

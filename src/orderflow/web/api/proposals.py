@@ -20,9 +20,9 @@ Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 class ProposalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(description="refund | discard | bulk_redrive")
+    action: str = Field(description="refund | resend | discard | bulk_redrive")
     params: dict[str, Any] = Field(
-        description='refund: {"order_id"}; discard: {"task_id"}; bulk_redrive: the filter '
+        description='refund, resend: {"order_id"}; discard: {"task_id"}; bulk_redrive: the filter '
         '({"step", "cause", "dependency", "since", "until"}) and "batch", "pace_seconds"'
     )
     reason: Annotated[Reason, StringConstraints(pattern=NO_NUL)]

@@ -122,6 +122,10 @@ class CancelIn(Strict):
     reason: Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)] = "cancelled by admin"
 
 
+class ResendIn(Strict):
+    reason: Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)] = "parcel re-sent"
+
+
 class OrderPatchIn(Strict):
     address: AddressIn
     reason: Reason = "address corrected"
