@@ -1,4 +1,5 @@
-"""Console pages for orders: the list, placing one, its page, cancelling and four-eyes decisions."""
+"""Console pages for orders: the list, placing one, its page, cancelling, re-sending a lost or
+returned parcel, and four-eyes decisions."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from orderflow.audit import bundle, investigation, timeline
 from orderflow.catalog import service as catalog
 from orderflow.deadletters import queries as dead_letter_queries
 from orderflow.errors import Conflict, DomainError, Invalid, NotFound
-from orderflow.orders import queries, service, waiting
+from orderflow.orders import queries, replacement, service, waiting
 from orderflow.orders.models import parse_order_reference
 from orderflow.orders.service import LineRequest
 from orderflow.orders.status import CANCELLABLE, TERMINAL, OrderStatus
@@ -244,6 +245,8 @@ NOTICES = {
     "already-placed": "This form had already placed this order; nothing new was created.",
     "cancelled": "Order cancelled. Stock is released.",
     "proposed": "Cancellation and refund proposed: another admin must approve it.",
+    "resend-proposed": "Re-send of the parcel proposed: another admin must approve it.",
+    "resent": "Parcel re-sent: a replacement order is on its way (linked below).",
     "approved": "Approved: the action has been carried out.",
     "rejected": "Proposal closed: nothing was done.",
     "redriven": "Redriven: the work is queued again; this page follows it.",
@@ -299,6 +302,9 @@ def _order_page(
             "notice": NOTICES.get(notice or ""),
             "error": error,
             "cancellable": status in CANCELLABLE,
+            "resendable": status == replacement.RESENDABLE
+            and not order["replaced_by"]
+            and not any(p["action"] == four_eyes.RESEND for p in pending),
             "charged": charged,
             "proposals": pending,
             "terminal": status in TERMINAL,
@@ -377,6 +383,34 @@ def cancel_order(
             status_code=exc.status_code,
         )
     return redirect(f"{PREFIX}/orders/{order_id}?notice={'proposed' if refund else 'cancelled'}")
+
+
+@router.post("/orders/{order_ref}/resend")
+def resend_order(request: Request, ctx: Context, user: Poster, order_ref: str) -> Response:
+    """Re-send a lost or returned parcel; proposed when it needs a second person (as a refund)."""
+    forbid(user, "re-send parcels")
+    order_id = _order_id(order_ref)
+    if order_id is None:
+        return not_found(request, f"There is no order {order_ref}.")
+    why = f"parcel re-sent by {user.name} in the console"
+    proposed = False
+    try:
+        with ctx.db.transaction() as session:
+            try:
+                four_eyes.guard(session, user.who, four_eyes.RESEND)
+            except four_eyes.FourEyesRequired:
+                proposed = True
+                params = {"order_id": order_id}
+                four_eyes.propose(session, user.who, four_eyes.RESEND, params, why)
+            else:
+                replacement.resend(session, order_id, actor=user.who.actor, reason=why)
+    except NotFound:
+        return not_found(request, f"There is no order {order_ref}.")
+    except DomainError as exc:
+        error = f"Not re-sent: {exc.message}."
+        return _order_page(request, ctx, order_ref, error=error, status_code=exc.status_code)
+    notice = "resend-proposed" if proposed else "resent"
+    return redirect(f"{PREFIX}/orders/{order_id}?notice={notice}")
 
 
 @router.post("/orders/{order_ref}/proposals/{proposal_id}/{decision}")
