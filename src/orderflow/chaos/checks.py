@@ -103,6 +103,8 @@ class Evidence:
     # time it was switched back on: the drain is measured from them
     carrier_requests: list[list[Any]] = field(default_factory=list)
     carrier_back_at: float | None = None
+    # re-sent parcels: replacement's reference -> the reference of the order it replaces
+    replaces: dict[str, str] = field(default_factory=dict)
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -356,6 +358,25 @@ def drain(
     return out
 
 
+def purchase_of(reference: str, replaces: Mapping[str, str]) -> str:
+    """The order whose charge pays for this one: itself, or for a replacement (a re-sent
+    parcel) the first order of its line of replacements."""
+    seen = {reference}
+    while reference in replaces and replaces[reference] not in seen:
+        reference = replaces[reference]
+        seen.add(reference)
+    return reference
+
+
+def charges_by_purchase(charges: Mapping[str, int], replaces: Mapping[str, str]) -> Counter[str]:
+    """Paydesk's charges folded onto what they pay for: a replacement is covered by its
+    original's one charge, so a charge of its own counts as a second one for that purchase."""
+    folded: Counter[str] = Counter()
+    for reference, count in charges.items():
+        folded[purchase_of(reference, replaces)] += count
+    return folded
+
+
 def _duplicates(counts: Mapping[str, int]) -> tuple[int, int]:
     """(references counted more than once, the extra counts in all)."""
     return sum(1 for n in counts.values() if n > 1), sum(n - 1 for n in counts.values() if n > 1)
@@ -404,7 +425,9 @@ def figures(evidence: Evidence) -> Figures:
     """Count what the run observed against what it accepted."""
     refs = set(evidence.accepted)
     mine = {r: evidence.statuses[r] for r in refs if r in evidence.statuses}
-    charges = {r: n for r, n in evidence.charges.items() if r in refs}
+    paid = charges_by_purchase(evidence.charges, evidence.replaces)
+    purchases = {purchase_of(r, evidence.replaces) for r in refs}
+    charges = {p: paid[p] for p in purchases if paid[p]}
     bookings = {r: n for r, n in evidence.bookings.items() if r in refs}
     mails = {r: ids for r, ids in shipped_message_ids(evidence.mails).items() if r in refs}
     double_charges, extra_charges = _duplicates(charges)
@@ -433,7 +456,7 @@ def figures(evidence: Evidence) -> Figures:
         unfinished=sum(1 for s in mine.values() if s not in DONE) + len(refs) - len(mine),
         statuses=dict(Counter(mine.values())),
         charged=len(charges),
-        missing_charges=len(refs - set(charges)),
+        missing_charges=sum(1 for r in refs if not paid[purchase_of(r, evidence.replaces)]),
         double_charges=double_charges,
         extra_charges=extra_charges,
         booked=len(bookings),

@@ -434,19 +434,23 @@ class Cluster:
         """`GET /orders/{id}`: the order with its payment, shipment, work and history."""
         return dict(_expect(self.api("GET", f"/orders/{order_id}"), 200).json())
 
-    def statuses(self) -> dict[str, str]:
-        """Every order's status by reference (all pages)."""
-        out: dict[str, str] = {}
+    def listing(self) -> list[dict[str, Any]]:
+        """Every order as `GET /orders` lists it (all pages)."""
+        out: list[dict[str, Any]] = []
         before: int | None = None
         while True:
             params: dict[str, Any] = {"limit": 500}
             if before is not None:
                 params["before"] = before
             page = _expect(self.api("GET", "/orders", params=params), 200).json()
-            out.update({o["reference"]: o["status"] for o in page["data"]})
+            out += page["data"]
             before = page["next_before"]
             if before is None:
                 return out
+
+    def statuses(self) -> dict[str, str]:
+        """Every order's status by reference (all pages)."""
+        return {o["reference"]: o["status"] for o in self.listing()}
 
     def dependencies(self) -> list[dict[str, Any]]:
         """`GET /dependencies`: each dependency's breaker, pace and backlog."""

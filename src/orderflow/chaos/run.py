@@ -547,6 +547,7 @@ def _run(
         carrier = stack.carrier_stats()
         paydesk = stack.paydesk_stats()
         dead = stack.dead_letters()
+        listed = stack.listing()
         evidence = Evidence(
             scenario={
                 "orders": o.orders,
@@ -572,7 +573,8 @@ def _run(
             accepted=dict(s.accepted),
             rejected=s.rejected,
             placement_seconds=placement,
-            statuses=stack.statuses(),
+            statuses={o["reference"]: o["status"] for o in listed},
+            replaces={o["reference"]: o["replaces"] for o in listed if o.get("replaces")},
             histories=s.histories(),
             charges=dict(paydesk["charges_by_order_reference"]),
             bookings=dict(carrier["bookings_by_reference"]),

@@ -39,6 +39,7 @@ def summary(order: Order) -> dict[str, Any]:
         "currency": order.currency,
         "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),
+        "replaces": order_reference(order.replaces) if order.replaces else None,
     }
 
 
@@ -87,18 +88,13 @@ def preload(session: Session, reads: Mapping[int, Collection[str]]) -> list[Any]
     return kept
 
 
-def links(session: Session, order: Order) -> dict[str, str | None]:
-    """A re-sent parcel's two orders, by reference: the one this replaces, the one replacing
-    it (only a delivery_failed order can have one, so others cost no query)."""
-    replaced_by = (
-        session.scalar(select(Order.id).where(Order.replaces == order.id))
-        if order.status == OrderStatus.DELIVERY_FAILED
-        else None
-    )
-    return {
-        "replaces": order_reference(order.replaces) if order.replaces else None,
-        "replaced_by": order_reference(replaced_by) if replaced_by else None,
-    }
+def replaced_by(session: Session, order: Order) -> str | None:
+    """The reference of the order that re-sent this one's parcel (`replaces` names it), if
+    any. Only a delivery_failed order can have one, so no other costs a query."""
+    if order.status != OrderStatus.DELIVERY_FAILED:
+        return None
+    found = session.scalar(select(Order.id).where(Order.replaces == order.id))
+    return order_reference(found) if found else None
 
 
 def order_view(session: Session, order_id: int) -> dict[str, Any]:
@@ -140,7 +136,7 @@ def order_view(session: Session, order_id: int) -> dict[str, Any]:
         ],
         "ship_to": order.ship_to,
         "placed_by": order.placed_by,
-        **links(session, order),
+        "replaced_by": replaced_by(session, order),
         "payment": None
         if charge is None
         else {
