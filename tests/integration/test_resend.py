@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
 from orderflow.catalog.models import Product
+from orderflow.cli import main
 from orderflow.orders.models import Order
 from orderflow.tasks.models import Task
-from tests.support.stack import Stack
+from tests.support.stack import PASSWORD, Stack
 
 
 def lost_order(stack: Stack, stock: int = 5) -> dict[str, Any]:
@@ -192,3 +194,34 @@ def test_with_named_users_a_resend_needs_a_second_admin(stack: Stack) -> None:
     refund = {"action": "refund", "params": {"order_id": original["id"]}, "reason": "x"}
     assert alice.post("/proposals", json=refund).status_code == 409
     assert bob.post(f"/orders/{original['id']}/resend").json()["id"] == new["id"]
+
+
+def test_the_cli_proposes_a_resend_by_reference_and_refuses_with_a_clear_exit(
+    stack: Stack,
+) -> None:
+    """`orderflow proposals propose resend ORD-…` proposes it (bob approves from the CLI); a
+    second proposal, an order that is not delivery_failed, or no order at all exit non-zero
+    with the reason."""
+    original = lost_order(stack)
+    stack.user("alice")
+    stack.user("bob")
+    env = {"ORDERFLOW_DATABASE_URL": stack.settings.database_url}
+
+    def cli(*args: str, who: str = "alice") -> Any:
+        command = ["proposals", *args, "--as", who, "--password-stdin"]
+        return CliRunner().invoke(main, command, env=env, input=PASSWORD + "\n")
+
+    proposed = cli("propose", "resend", original["reference"], "--reason", "lost")
+    assert proposed.exit_code == 0, proposed.output
+    [pending] = stack.api.get("/proposals").json()["data"]
+    assert (pending["action"], pending["order_id"]) == ("resend", original["id"])
+    again = cli("propose", "resend", str(original["id"]), "--reason", "lost")
+    assert again.exit_code != 0 and "already proposed" in again.output
+    approved = cli("approve", str(pending["id"]), who="bob")
+    assert approved.exit_code == 0, approved.output
+    assert stack.order(original["id"])["replaced_by"] in approved.output
+    other = stack.place(stack.customer(), [("WIDGET", 1)])
+    refused = cli("propose", "resend", other["reference"], "--reason", "x")
+    assert refused.exit_code != 0 and "only a delivery_failed order" in refused.output
+    unknown = cli("propose", "resend", "ORD-0000x1", "--reason", "x")
+    assert unknown.exit_code != 0 and "no order" in unknown.output
