@@ -7,6 +7,7 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
+from orderflow.audit.verify_bundle import verify_bundle
 from orderflow.catalog.models import Product
 from orderflow.cli import main
 from orderflow.orders.models import Order
@@ -93,6 +94,7 @@ def test_a_lost_parcel_is_resent_as_one_replacement_booked_once_and_never_charge
     for order_id in (original["id"], new["id"]):
         integrity = stack.api.get(f"/orders/{order_id}/investigation").json()["integrity"]
         assert integrity["ok"], integrity
+        assert verify_bundle(stack.api.get(f"/orders/{order_id}/dispute-bundle").json()) == []
     timeline = stack.api.get(f"/orders/{new['id']}/investigation").json()["timeline"]
     lines = [t["text"] for t in timeline]
     assert lines[0].startswith(f"placed as a replacement of {ref} by admin:api")
