@@ -262,8 +262,8 @@ def approve(session: Session, who: Principal, proposal_id: int) -> Proposal:
         new_id, created = replacement.resend(
             session, params.order_id, actor=who.actor, reason=proposal.reason
         )
-        outcome = {"replacement_id": new_id, "replacement": order_reference(new_id)}
-        outcome["created"] = created
+        ref = order_reference(new_id)
+        outcome = {"replacement_id": new_id, "replacement": ref, "created": created}
     elif isinstance(params, DiscardParams):
         deadletters.discard(session, params.task_id, actor=who.actor, reason=proposal.reason)
         outcome = {"task_status": "discarded"}
