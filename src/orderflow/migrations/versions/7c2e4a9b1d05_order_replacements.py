@@ -1,8 +1,8 @@
 """order replacements: a re-sent parcel is a new order that names the one it replaces
 
 Revision ID: 7c2e4a9b1d05
-Revises: e5a1c0f3b7d2
-Create Date: 2026-11-28 18:00:00.000000
+Revises: 7c3e9b1d5a40
+Create Date: 2026-11-28 18:20:00.000000
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7c2e4a9b1d05"
-down_revision: str | None = "e5a1c0f3b7d2"
+down_revision: str | None = "7c3e9b1d5a40"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
