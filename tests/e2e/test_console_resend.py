@@ -109,6 +109,7 @@ def test_a_lost_parcel_is_resent_with_four_eyes_and_the_replacement_ships_once(
         shipment = stack.order(new_id)["shipment"]["shipment_id"]
         stack.outside.force_carrier_status(shipment, "collected")
         expect(bob.locator("#status")).to_have_text("shipped", timeout=20_000)  # live update
+        expect(bob.locator("#cancel-form")).to_have_count(0)  # a shipped order: no cancel
         expect(bob.locator("#verdict")).to_contain_text("History verified ✓")
         check_page(bob, "order-replacement-shipped")
         bob.locator("#replacement-links").get_by_role("link").click()
