@@ -38,6 +38,7 @@ class Grouper(Generic[R, Out]):
         self._executor = ThreadPoolExecutor(in_flight, thread_name_prefix=type(self).__name__)
         self._pending: deque[tuple[R, asyncio.Future[Out]]] = deque()
         self._drainers: set[asyncio.Task[None]] = set()
+        self._batches = asyncio.Lock()  # one batch request at a time (see submit_many)
 
     def run_group(self, requests: list[R]) -> list[Out | Exception]:
         """Write these requests, one result or exception each, in order (blocking)."""
@@ -71,10 +72,20 @@ class Grouper(Generic[R, Out]):
             task.add_done_callback(self._drainers.discard)
         return await future
 
-    async def submit_many(self, requests: list[R]) -> list[Out | Exception]:
-        """Write these requests as one group of their own (a batch request)."""
+    async def submit_many(
+        self, requests: list[R], give_way_seconds: float = 1.0
+    ) -> list[Out | Exception]:
+        """Write these requests as one group of their own (a batch request).
+
+        Batches go one at a time, each after the single requests already waiting (for at
+        most `give_way_seconds`): a burst of batches holds up a request sent on its own for
+        one batch at most, not for all of them queued in the writer's thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_group, requests)
+        async with self._batches:
+            deadline = loop.time() + give_way_seconds
+            while self._pending and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+            return await loop.run_in_executor(self._executor, self.run_group, requests)
 
     async def _drain(self) -> None:
         try:
