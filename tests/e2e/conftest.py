@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,12 @@ def working(stack: Stack) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium per browser-test module (Playwright's `Browser`)."""
+    from tests.support.browser import chromium  # Playwright only where a test asks for it
+
+    with chromium() as b:
+        yield b

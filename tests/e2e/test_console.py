@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import chromium, log_in, new_page
+from tests.support.browser import log_in, new_page
 from tests.support.stack import PASSWORD, Stack
 
 pytestmark = [
@@ -16,12 +16,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ stays where the reader left it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.support.browser import chromium, log_in, new_page
+from tests.support.browser import log_in, new_page
 from tests.support.stack import PASSWORD, start_stack
 
 pytestmark = [
@@ -25,12 +24,6 @@ MARK = "document.getElementById(%r).dataset.marked = 'yes'"
 MARKED = "document.getElementById(%r).dataset.marked === 'yes'"
 BLUR = "document.activeElement && document.activeElement.blur()"
 SWAPPED = "document.getElementById(%r).dataset.marked !== 'yes'"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 def until(page: Page, expression: str, timeout: float = 15.0) -> None:

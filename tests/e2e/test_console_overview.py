@@ -14,17 +14,11 @@ from orderflow.db import Database
 from orderflow.orders.status import OrderStatus
 from orderflow.people import service as people
 from tests.support.accessibility import check_page
-from tests.support.browser import chromium, log_in, new_page
+from tests.support.browser import log_in, new_page
 from tests.support.processes import FAST_KNOBS, E2EStack, ProcessGroup, e2e_stack, wait_until
 from tests.support.stack import PASSWORD, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

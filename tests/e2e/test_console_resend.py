@@ -7,14 +7,13 @@ e-mail and no charge. The pages are checked with axe-core and screenshotted
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.support.accessibility import check_page
-from tests.support.browser import chromium, log_in, new_page
+from tests.support.browser import log_in, new_page
 from tests.support.outside import wait_for
 from tests.support.stack import PASSWORD, Stack
 
@@ -25,12 +24,6 @@ pytestmark = [
         "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 def reached(stack: Stack, order_id: int, status: str) -> dict[str, Any]:

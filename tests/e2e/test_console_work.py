@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from orderflow.audit import verify_bundle
 from tests.support.accessibility import check_page
-from tests.support.browser import chromium, log_in, new_page
+from tests.support.browser import log_in, new_page
 from tests.support.outside import wait_for
 from tests.support.stack import PASSWORD, Stack
 
@@ -29,12 +29,6 @@ pytestmark = [
         "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture
