@@ -124,9 +124,10 @@ def claim(
         select(Task.id).where(Task.status == TaskStatus.RUNNING, Task.lease_until < at)
     )
     due = only_kinds(select(Task.id).where(Task.status == TaskStatus.READY, Task.run_at <= at))
+    # FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the write lock serializes claims.
     parts = [
-        part.limit(limit).with_for_update(skip_locked=True).cte(name)  # PostgreSQL; SQLite's
-        for name, part in (  # write lock serializes claims
+        part.limit(limit).with_for_update(skip_locked=True).cte(name)
+        for name, part in (
             ("expired", expired),
             ("due", due.order_by(Task.priority, Task.run_at)),
         )
