@@ -76,7 +76,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
     started = time.monotonic()
     proc = processes.start("intake", ["intake"], env)
     killed_at = []
-    for threshold in (150, 500):
+    for threshold in (100, 300):
 
         def reached(t: int = threshold) -> bool:
             return placed_count(db, keys) >= t
@@ -87,7 +87,10 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(
         proc = processes.restart(proc)
     assert killed_at[-1] < GOOD, f"the kills came too late to be mid-stream: {killed_at}"
     # And a clean stop mid-stream: the group in hand is settled and acked, the process exits 0.
-    wait_until(lambda: placed_count(db, keys) >= 700, timeout=60, every=0.01)
+    # Stopped once the restarted process is placing (a kill can land hundreds of orders after
+    # its threshold on a busy machine; a fixed count could be reached before it even started).
+    restarted_at = placed_count(db, keys)
+    wait_until(lambda: placed_count(db, keys) >= restarted_at + 50, timeout=60, every=0.01)
     assert proc.terminate(grace=30) == 0, "SIGTERM mid-stream stops intake cleanly"
     stopped_at = placed_count(db, keys)
     assert stopped_at < GOOD, "the SIGTERM came too late to be mid-stream"
