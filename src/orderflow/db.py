@@ -35,6 +35,7 @@ NAMING_CONVENTION = {
 
 # 64-bit ids on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is an alias of the rowid.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL, INTEGER (64-bit) on SQLite
 
 
 class Base(DeclarativeBase):

@@ -16,7 +16,7 @@ from orderflow.audit import chain, timeline
 from orderflow.errors import NotFound
 from orderflow.notifications.models import Notification
 from orderflow.orders import queries
-from orderflow.orders.models import Order, parse_order_reference
+from orderflow.orders.models import Order, parse_order_id
 from orderflow.payments.models import Payment
 from orderflow.shipping.models import CarrierEvent, Shipment
 from orderflow.tasks.models import Task, TaskAttempt
@@ -28,10 +28,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def resolve(session: Session, ref: str) -> int:
     """An order id from `ORD-000123` or `123`; NotFound otherwise."""
-    text = ref.strip()
-    # ASCII digits only ("²".isdigit() is true too), and few enough to be an id of ours.
-    digits = text.isascii() and text.isdigit() and len(text) <= 18
-    order_id = int(text) if digits else parse_order_reference(text.upper())
+    order_id = parse_order_id(ref)
     if order_id is None or session.get(Order, order_id) is None:
         raise NotFound(f"no order {ref}")
     return order_id

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from orderflow.clock import now
-from orderflow.db import Base, BigId, UTCDateTime
+from orderflow.db import MAX_ID, Base, BigId, UTCDateTime
 from orderflow.orders.status import OrderStatus
 
 if TYPE_CHECKING:
@@ -28,6 +28,17 @@ def parse_order_reference(reference: str | None) -> int | None:
     if prefix != "ORD" or not (1 <= len(digits) <= 18 and digits.isascii() and digits.isdigit()):
         return None
     return int(digits)
+
+
+def parse_order_id(text: str) -> int | None:
+    """An order id given as `123` or as `ORD-000123` (any case, spaces around); None if no
+    order of ours can have it. ASCII digits only: "²".isdigit() is true too."""
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        order_id = int(text) if len(text) <= 19 else None
+    else:
+        order_id = parse_order_reference(text.upper())
+    return order_id if order_id is not None and 1 <= order_id <= MAX_ID else None
 
 
 class Order(Base):

@@ -16,7 +16,7 @@ import click
 
 from orderflow.db import Database
 from orderflow.errors import DomainError
-from orderflow.orders.models import parse_order_reference
+from orderflow.orders.models import parse_order_id
 from orderflow.people import four_eyes
 from orderflow.people import service as people
 from orderflow.people.roles import Principal, Role
@@ -281,9 +281,7 @@ def propose_resend(
 ) -> None:
     """Re-send the lost or returned parcel of ORDER (an id or ORD-… reference): a replacement
     order with the same lines, not charged again."""
-    text = order.strip()
-    numeric = text.isascii() and text.isdigit() and len(text) <= 18
-    order_id = int(text) if numeric else parse_order_reference(text.upper())
+    order_id = parse_order_id(order)
     if order_id is None:
         raise click.ClickException(f"no order {order!r}: give its id or its ORD-… reference")
     params = {"order_id": order_id}

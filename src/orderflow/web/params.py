@@ -13,10 +13,10 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import AfterValidator
 
+from orderflow.db import MAX_ID as MAX_ID
 from orderflow.errors import NotFound
-from orderflow.orders.models import parse_order_reference
+from orderflow.orders.models import parse_order_id
 
-MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL, INTEGER (64-bit) on SQLite
 NO_NUL = r"^[^\x00]*$"  # a pattern for every free-text parameter
 
 
@@ -38,10 +38,8 @@ def known_id(value: int, what: str) -> int:
 
 def order_id_of(ref: str) -> int:
     """The order a path names by id (`123`) or by reference (`ORD-000123`); 404 otherwise."""
-    order_id = parse_id(ref)
+    order_id = parse_order_id(ref)
     if order_id is None:
-        order_id = parse_order_reference(ref.strip().upper())
-    if order_id is None or not 1 <= order_id <= MAX_ID:
         shown = ref if len(ref) <= 40 else ref[:40] + "…"
         raise NotFound(f"no order {shown!r}")
     return order_id

@@ -13,13 +13,12 @@ from orderflow.deadletters.queries import cause_counts
 from orderflow.dependencies.queries import dependencies_view
 from orderflow.observability import overview
 from orderflow.observability.buckets import WINDOWS, window
-from orderflow.orders.models import parse_order_reference
+from orderflow.orders.models import parse_order_id
 from orderflow.web.console.charts import band_chart, line_chart
 from orderflow.web.console.recent import recent_for
 from orderflow.web.console.rendering import PREFIX, redirect, render
 from orderflow.web.console.sessions import User
 from orderflow.web.context import Context
-from orderflow.web.params import parse_id
 from orderflow.wiring import dependency_policies
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -28,8 +27,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 @router.get("/go")
 def go_to_order(request: Request, _: User, ref: str = "") -> Response:
     """The home page's "go to order" box: a reference (ORD-000123) or an id, to its page."""
-    wanted = ref.strip().upper()
-    order_id = parse_order_reference(wanted) or parse_id(wanted)
+    order_id = parse_order_id(ref)
     if order_id is None:
         message = f"'{ref[:40]}' is not an order reference: they look like ORD-000123."
         return render(request, "bad_request.html", {"message": message}, 400)

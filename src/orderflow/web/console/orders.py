@@ -18,7 +18,7 @@ from orderflow.catalog import service as catalog
 from orderflow.deadletters import queries as dead_letter_queries
 from orderflow.errors import Conflict, DomainError, Invalid, NotFound
 from orderflow.orders import queries, replacement, service, waiting
-from orderflow.orders.models import parse_order_reference
+from orderflow.orders.models import parse_order_id
 from orderflow.orders.service import LineRequest
 from orderflow.orders.status import CANCELLABLE, TERMINAL, OrderStatus
 from orderflow.people import four_eyes
@@ -36,7 +36,7 @@ from orderflow.web.console.rendering import (
 )
 from orderflow.web.console.sessions import NotAllowed, Poster, User, forbid, user_can
 from orderflow.web.context import AppContext, Context
-from orderflow.web.params import MAX_ID, parse_id
+from orderflow.web.params import parse_id
 
 LINE_SLOTS = 3
 OPEN = (TaskStatus.READY, TaskStatus.RUNNING, TaskStatus.DEAD)
@@ -254,14 +254,6 @@ NOTICES = {
 }
 
 
-def _order_id(value: str) -> int | None:
-    """An order's id, or its reference (ORD-000123); None if no order can have it."""
-    order_id = parse_id(value)
-    if order_id is None:
-        order_id = parse_order_reference(value.strip().upper())
-    return order_id if order_id is not None and order_id <= MAX_ID else None
-
-
 def _order_page(
     request: Request,
     ctx: AppContext,
@@ -271,7 +263,7 @@ def _order_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    order_id = _order_id(order_ref)
+    order_id = parse_order_id(order_ref)
     try:
         if order_id is None:
             raise NotFound(f"no order {order_ref}")
@@ -319,7 +311,7 @@ def dispute_bundle(request: Request, ctx: Context, user: User, order_ref: str) -
     """The order's evidence bundle as a JSON download (checkable offline: verify_bundle.py)."""
     if not user.who.can(Role.SUPPORT):
         raise NotAllowed(f"Your role ({user.who.role}) cannot download dispute bundles.")
-    order_id = _order_id(order_ref)
+    order_id = parse_order_id(order_ref)
     try:
         if order_id is None:
             raise NotFound(order_ref)
@@ -360,7 +352,7 @@ def cancel_order(
 ) -> Response:
     """Cancel; if the card was charged, propose it instead (a refund needs a second person)."""
     forbid(user, "cancel orders")
-    order_id = _order_id(order_ref)
+    order_id = parse_order_id(order_ref)
     if order_id is None:
         return not_found(request, f"There is no order {order_ref}.")
     why = reason.strip()[:500] or f"cancelled by {user.name}"
@@ -389,7 +381,7 @@ def cancel_order(
 def resend_order(request: Request, ctx: Context, user: Poster, order_ref: str) -> Response:
     """Re-send a lost or returned parcel; proposed when it needs a second person (as a refund)."""
     forbid(user, "re-send parcels")
-    order_id = _order_id(order_ref)
+    order_id = parse_order_id(order_ref)
     if order_id is None:
         return not_found(request, f"There is no order {order_ref}.")
     why = f"parcel re-sent by {user.name} in the console"
