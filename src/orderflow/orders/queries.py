@@ -88,12 +88,17 @@ def preload(session: Session, reads: Mapping[int, Collection[str]]) -> list[Any]
     return kept
 
 
+def replacement_of(session: Session, order_id: int) -> int | None:
+    """The id of the order that re-sent this one's parcel (`replaces` names it), if any."""
+    return session.scalar(select(Order.id).where(Order.replaces == order_id))
+
+
 def replaced_by(session: Session, order: Order) -> str | None:
-    """The reference of the order that re-sent this one's parcel (`replaces` names it), if
-    any. Only a delivery_failed order can have one, so no other costs a query."""
+    """`replacement_of` as a reference. Only a delivery_failed order can have one, so no
+    other costs a query."""
     if order.status != OrderStatus.DELIVERY_FAILED:
         return None
-    found = session.scalar(select(Order.id).where(Order.replaces == order.id))
+    found = replacement_of(session, order.id)
     return order_reference(found) if found else None
 
 

@@ -27,6 +27,7 @@ from orderflow.db import allocate_ids
 from orderflow.errors import Conflict, NotFound
 from orderflow.orders import service, workflow
 from orderflow.orders.models import Order, OrderLine, order_reference
+from orderflow.orders.queries import replacement_of
 from orderflow.orders.status import OrderStatus
 from orderflow.payments.models import Payment
 from orderflow.tasks.models import Task
@@ -36,11 +37,6 @@ RESENT = "order.resent"  # on the original: which order replaces it
 COVERED = "payment.covered_by_original"  # the replacement's charge step
 
 RESENDABLE = OrderStatus.DELIVERY_FAILED
-
-
-def replacement_of(session: Session, order_id: int) -> int | None:
-    """The id of the order that replaces this one, if it was re-sent."""
-    return session.scalar(select(Order.id).where(Order.replaces == order_id))
 
 
 def refunded(session: Session, order_id: int) -> bool:
@@ -94,6 +90,11 @@ def resend(session: Session, order_id: int, *, actor: str, reason: str = "") -> 
     existing = check(session, order_id)
     if existing is not None:
         return existing, False
+    return place(session, order_id, actor=actor, reason=reason), True
+
+
+def place(session: Session, order_id: int, *, actor: str, reason: str = "") -> int:
+    """`resend` once `check` (in this transaction) found that the order may be re-sent."""
     original = session.get(Order, order_id, populate_existing=True)
     assert original is not None
     lines = sorted(original.lines, key=lambda ln: ln.sku)
@@ -144,7 +145,7 @@ def resend(session: Session, order_id: int, *, actor: str, reason: str = "") -> 
         action=RESENT,
         details={"replacement": new_ref, "reason": reason or None},
     )
-    return new_id, True
+    return new_id
 
 
 def _pay_with_original(session: Session, order_id: int, actor: str) -> None:

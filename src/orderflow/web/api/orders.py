@@ -245,9 +245,9 @@ def resend_order(
     with ctx.db.transaction() as session:
         new_id = replacement.check(session, known)
         created = new_id is None
-        if new_id is None:
+        if new_id is None:  # not a replay: the re-send needs a second person's approval
             four_eyes.guard(session, who, four_eyes.RESEND)
-            new_id, created = replacement.resend(session, known, actor=who.actor, reason=reason)
+            new_id = replacement.place(session, known, actor=who.actor, reason=reason)
         view = queries.order_view(session, new_id)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/v1/orders/{new_id}"
