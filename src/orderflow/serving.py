@@ -16,12 +16,25 @@ import uvicorn
 
 log = structlog.get_logger("orderflow.serve")
 
+# Idle keep-alive connections are closed after this long. uvicorn's default (5 s) equals httpx's
+# and many clients' pool expiry, so the server could close a connection at the very moment a
+# client reused it ("Server disconnected without sending a response"); longer than the clients'
+# expiry, the client always lets go first.
+KEEP_ALIVE_SECONDS = 30
+
 
 class BackgroundServer:
     """`with BackgroundServer(app, port=0) as server: server.url` — stops cleanly on exit."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.host = host
@@ -112,5 +125,11 @@ def _serve_one(factory: str, host: str, port: int) -> None:
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        backlog=2048,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     uvicorn.Server(config).run(sockets=[sock])
