@@ -285,10 +285,10 @@ def bury(session: Session, task: ClaimedTask, *, error_class: ErrorClass, error:
     )
 
 
-def mark_performed(connection: Connection, task: ClaimedTask) -> None:
+def mark_performed(connection: Connection, task: ClaimedTask) -> str:
     """Note on the task that its outside effect happened (for effects without an idempotency
-    key, such as an e-mail), right after the effect, on a connection in autocommit mode: one
-    round trip, so that a crash before the batch commits repeats nothing but this instant.
+    key, such as an e-mail); returns the time noted. The worker writes it in a transaction of
+    its own just before the effect and commits it right after (see `Worker._marked_effect`).
 
     Written even if our lease was lost meanwhile: whoever holds the task must not repeat it."""
     at = now().isoformat()
@@ -301,6 +301,7 @@ def mark_performed(connection: Connection, task: ClaimedTask) -> None:
             connection.execute(
                 update(Task).where(Task.id == task.id).values(payload={**current, PERFORMED: at})
             )
+    return at
 
 
 def performed(task: ClaimedTask) -> bool:

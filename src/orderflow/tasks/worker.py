@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -123,7 +123,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="orderflow-step")
         self._mark_lock = threading.RLock()
         self._mark_connection: Connection | None = None
-        self._mark_reserved = False  # SQLite: the write lock is held for the next mark
+        self._unmarked = False  # an effect happened whose mark failed: hold the next one
         self._batches = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -150,6 +150,7 @@ class Worker:
     def run_once(self) -> int:
         """Claim, perform and commit one batch; returns how many tasks it took."""
         self._batches += 1
+        self._unmarked = False  # the last batch recorded its effects (or they are retried)
         token = f"{self.name}/{self._batches}"
         behind = (
             self.pressure is not None
@@ -311,9 +312,8 @@ class Worker:
                 step = self._step(run.task)
                 if getattr(step, "marks_performed", False):
                     # The step calls `mark` the moment the effect happened (see `Step`).
-                    task = run.task
-                    with self._mark_window():
-                        run.result = step.perform(run.work, mark=lambda: self._mark_performed(task))  # type: ignore[call-arg]
+                    with self._marked_effect(run.task) as mark:
+                        run.result = step.perform(run.work, mark=mark)  # type: ignore[call-arg]
                 else:
                     run.result = step.perform(run.work)
         except Exception as exc:
@@ -321,28 +321,50 @@ class Worker:
         run.finished_at = now()
 
     @contextmanager
-    def _mark_window(self) -> Iterator[None]:
-        """Around an effect that is marked performed: on SQLite, take the database's one write
-        lock first, so that the mark right after the effect waits for no other writer (the
-        instant in which a kill would repeat the effect is the mark's own write, not a wait
-        behind the API's transactions). Other writers wait for one e-mail's SMTP exchange."""
-        if self.db.engine.dialect.name != "sqlite":
-            yield
-            return
+    def _marked_effect(self, task: ClaimedTask) -> Iterator[Callable[[], None]]:
+        """Around an outside effect without an idempotency key (an e-mail): one at a time, its
+        "performed" mark written *before* the effect in an open transaction, and `mark()`
+        commits it the moment the effect happened. So the instant in which a kill would
+        repeat the effect is one COMMIT, and an effect that fails first leaves no mark.
+
+        On a connection of its own (no wait for the pool), holding the mark's row lock (on
+        SQLite the database's write lock) through the effect: other writers wait at most one
+        SMTP exchange. If the mark cannot be prepared the effect is not attempted; if its
+        commit fails, no further such effect starts until this batch has recorded its own.
+        """
         with self._mark_lock:
+            if self._unmarked:
+                raise TransientError("an earlier effect's mark failed: sent after this batch")
+            connection = self._mark_conn()
+            sqlite = self.db.engine.dialect.name == "sqlite"
             try:
-                self._mark_conn().exec_driver_sql("BEGIN IMMEDIATE")
-                self._mark_reserved = True
-            except Exception:  # no lock: the mark will take it when it comes
-                log.warning("task.mark_lock_failed", worker=self.name)
+                connection.exec_driver_sql("BEGIN IMMEDIATE" if sqlite else "BEGIN")
+                at = queue.mark_performed(connection, task)
+            except Exception as exc:
                 self._drop_mark_connection()
+                reason = f"could not prepare the effect's mark: {describe(exc)}"
+                raise TransientError(reason) from exc
+            committed = False
+
+            def mark() -> None:
+                nonlocal committed
+                try:
+                    connection.exec_driver_sql("COMMIT")
+                    committed = True
+                    task.payload[queue.PERFORMED] = at  # later writes of the payload keep it
+                except Exception:  # the effect happened all the same: recorded with the batch
+                    log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
+                    self._unmarked = True
+                    self._drop_mark_connection()
+
             try:
-                yield
+                yield mark
             finally:
-                if self._mark_reserved:  # the effect failed before its mark: nothing to keep
-                    self._mark_reserved = False
-                    with suppress(Exception):
-                        self._mark_conn().exec_driver_sql("ROLLBACK")
+                if not committed and not self._unmarked:  # no effect: no mark
+                    try:
+                        connection.exec_driver_sql("ROLLBACK")
+                    except Exception:
+                        self._drop_mark_connection()
 
     def _mark_conn(self) -> Connection:
         if self._mark_connection is None:
@@ -356,23 +378,6 @@ class Worker:
             with suppress(Exception):
                 self._mark_connection.close()
             self._mark_connection = None
-        self._mark_reserved = False
-
-    def _mark_performed(self, task: ClaimedTask) -> None:
-        """Commit, on its own, that the effect happened (see `Step`): the batch may die first.
-
-        On a connection of its own kept open in autocommit mode: one round trip, no wait for
-        the pool, so the instant in which a crash would repeat the effect stays short."""
-        with self._mark_lock:
-            try:
-                connection = self._mark_conn()
-                queue.mark_performed(connection, task)
-                if self._mark_reserved:
-                    self._mark_reserved = False
-                    connection.exec_driver_sql("COMMIT")
-            except Exception:  # the effect happened all the same: recorded with the batch
-                log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
-                self._drop_mark_connection()
 
     def _commit_batch(self, runs: list[_Run]) -> None:
         """Record the whole batch in one transaction with one statement per table.
