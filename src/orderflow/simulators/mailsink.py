@@ -42,6 +42,21 @@ def _text(message: EmailMessage) -> str:
     return text.replace("\r\n", "\n")  # SMTP carries CRLF; keep the text as it was written
 
 
+def _parse(mail_from: str, rcpt_to: list[str], content: bytes, at: datetime) -> ReceivedMail:
+    message = message_from_bytes(content, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return ReceivedMail(
+        mail_from=mail_from,
+        rcpt_to=rcpt_to,
+        subject=str(message.get("Subject", "")),
+        message_id=str(message["Message-ID"]).strip() if message["Message-ID"] else None,
+        sender_header=str(message.get("From", "")),
+        to_header=str(message.get("To", "")),
+        body=_text(message),
+        received_at=at,
+    )
+
+
 class MailSink:
     """`with MailSink() as sink: smtplib.SMTP("127.0.0.1", sink.smtp_port)…; sink.messages()`."""
 
@@ -49,7 +64,8 @@ class MailSink:
         self.host = host
         self.smtp_port = smtp_port
         self._lock = threading.Lock()
-        self._messages: list[ReceivedMail] = []
+        self._messages: list[ReceivedMail] = []  # parsed, oldest first
+        self._raw: list[tuple[str, list[str], bytes, datetime]] = []  # received, not parsed yet
         self._controller: Controller | None = None
 
     @property
@@ -57,21 +73,20 @@ class MailSink:
         return f"smtp://{self.host}:{self.smtp_port}"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        """aiosmtpd's hook: parse and keep the message."""
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        mail = ReceivedMail(
-            mail_from=str(envelope.mail_from),
-            rcpt_to=[str(r) for r in envelope.rcpt_tos],
-            subject=str(message.get("Subject", "")),
-            message_id=str(message["Message-ID"]).strip() if message["Message-ID"] else None,
-            sender_header=str(message.get("From", "")),
-            to_header=str(message.get("To", "")),
-            body=_text(message),
-            received_at=datetime.now(UTC),
+        """aiosmtpd's hook: keep the message as it came, and accept it at once.
+
+        Parsed when read, not here: until the client has the 250 it cannot record the message
+        as sent, so the work done before answering widens the instant in which a client that
+        dies would send the message again (a real server would answer right after storing it).
+        """
+        raw = (
+            str(envelope.mail_from),
+            [str(r) for r in envelope.rcpt_tos],
+            bytes(envelope.content),
+            datetime.now(UTC),
         )
         with self._lock:
-            self._messages.append(mail)
+            self._raw.append(raw)
         return "250 Message accepted for delivery"
 
     def start(self) -> MailSink:
@@ -96,11 +111,14 @@ class MailSink:
     def messages(self) -> list[ReceivedMail]:
         """A snapshot of every message received, oldest first."""
         with self._lock:
+            self._messages.extend(_parse(*raw) for raw in self._raw)
+            self._raw.clear()
             return list(self._messages)
 
     def clear(self) -> None:
         with self._lock:
             self._messages.clear()
+            self._raw.clear()
 
     def stats(self) -> dict[str, Any]:
         """`received`, `distinct_message_ids`, and `duplicates` (a Message-ID seen before)."""

@@ -287,8 +287,8 @@ def bury(session: Session, task: ClaimedTask, *, error_class: ErrorClass, error:
 
 def mark_performed(connection: Connection, task: ClaimedTask) -> str:
     """Note on the task that its outside effect happened (for effects without an idempotency
-    key, such as an e-mail); returns the time noted. The worker writes it in a transaction of
-    its own just before the effect and commits it right after (see `Worker._marked_effect`).
+    key, such as an e-mail); returns the time noted. Committed on its own the moment the
+    effect happened, never with the batch (see `Worker._marked_effect`).
 
     Written even if our lease was lost meanwhile: whoever holds the task must not repeat it."""
     at = now().isoformat()

@@ -49,7 +49,7 @@ class Step(Protocol):
 # A step whose outside effect carries no idempotency key (an e-mail, a Slack message) sets
 # `marks_performed = True`: the worker then calls `perform(work, mark=…)`, and the step calls
 # `mark()` the moment the effect happened (the SMTP server accepted the message), which commits
-# the `queue.mark_performed` the worker wrote just before the effect; such effects go one at a
-# time, each marked before the next starts, and `prepare` must not repeat the effect once
-# `queue.performed(task)` says so. A crash can then repeat only the one message whose mark was
-# being committed at that instant, never a batch's.
+# `queue.mark_performed` on its own; such effects go one at a time, each marked before the
+# next starts, and `prepare` must not repeat the effect once `queue.performed(task)` says so.
+# A crash can then repeat only the one message whose mark was being committed at that instant,
+# never a batch's.

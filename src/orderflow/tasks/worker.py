@@ -322,36 +322,43 @@ class Worker:
 
     @contextmanager
     def _marked_effect(self, task: ClaimedTask) -> Iterator[Callable[[], None]]:
-        """Around an outside effect without an idempotency key (an e-mail): one at a time, its
-        "performed" mark written *before* the effect in an open transaction, and `mark()`
-        commits it the moment the effect happened. So the instant in which a kill would
-        repeat the effect is one COMMIT, and an effect that fails first leaves no mark.
+        """Around an outside effect without an idempotency key (an e-mail): one at a time, and
+        `mark()` commits the task's "performed" mark the moment the effect happened, so a kill
+        can repeat only the effect whose mark was being committed at that instant.
 
-        On a connection of its own (no wait for the pool), holding the mark's row lock (on
-        SQLite the database's write lock) through the effect: other writers wait at most one
-        SMTP exchange. If the mark cannot be prepared the effect is not attempted; if its
-        commit fails, no further such effect starts until this batch has recorded its own.
+        On a connection of its own in autocommit mode (no wait for the pool). On PostgreSQL
+        the mark is one UPDATE after the effect (one round trip, its own commit). On SQLite the
+        database's one write lock and the UPDATE are taken before the effect, so no other
+        writer can hold the mark up and only COMMIT is left after it (other writers wait one
+        SMTP exchange at most); without the lock the effect is not attempted. After a failed
+        mark no further such effect starts until this batch has recorded its own.
         """
         with self._mark_lock:
             if self._unmarked:
                 raise TransientError("an earlier effect's mark failed: sent after this batch")
             connection = self._mark_conn()
-            sqlite = self.db.engine.dialect.name == "sqlite"
-            try:
-                connection.exec_driver_sql("BEGIN IMMEDIATE" if sqlite else "BEGIN")
-                at = queue.mark_performed(connection, task)
-            except Exception as exc:
-                self._drop_mark_connection()
-                reason = f"could not prepare the effect's mark: {describe(exc)}"
-                raise TransientError(reason) from exc
-            committed = False
+            staged = self.db.engine.dialect.name == "sqlite"
+            at = ""
+            if staged:
+                try:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    at = queue.mark_performed(connection, task)
+                except Exception as exc:
+                    self._drop_mark_connection()
+                    reason = f"could not prepare the effect's mark: {describe(exc)}"
+                    raise TransientError(reason) from exc
+            marked = False
 
             def mark() -> None:
-                nonlocal committed
+                nonlocal marked
+                marked = True
                 try:
-                    connection.exec_driver_sql("COMMIT")
-                    committed = True
-                    task.payload[queue.PERFORMED] = at  # later writes of the payload keep it
+                    if staged:
+                        connection.exec_driver_sql("COMMIT")
+                        stamp = at
+                    else:
+                        stamp = queue.mark_performed(connection, task)
+                    task.payload[queue.PERFORMED] = stamp  # later writes of the payload keep it
                 except Exception:  # the effect happened all the same: recorded with the batch
                     log.warning("task.mark_performed_failed", task_id=task.id, kind=task.kind)
                     self._unmarked = True
@@ -360,7 +367,7 @@ class Worker:
             try:
                 yield mark
             finally:
-                if not committed and not self._unmarked:  # no effect: no mark
+                if staged and not marked:  # the effect failed before its mark: nothing to keep
                     try:
                         connection.exec_driver_sql("ROLLBACK")
                     except Exception:
