@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 Rows = Sequence[tuple[Table, list[dict[str, Any]]]]
@@ -43,6 +44,70 @@ def insert_rows(session: Session, tables: Rows) -> None:
         params[table.name] = json.dumps(rows, default=naive_utc)
     body = ", ".join(ctes)
     session.connection().exec_driver_sql(f"WITH {body} SELECT 1", params)
+
+
+def insert_ignoring(
+    session: Session, table: Table, rows: list[dict[str, Any]], key: str, *, returning: bool
+) -> set[Any]:
+    """INSERT these rows, skipping those whose unique `key` exists; with `returning`, the keys
+    this call inserted. On PostgreSQL one statement fed by one JSON array, as `insert_rows`."""
+    if not rows:
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+        if not returning:
+            session.connection().execute(stmt, rows)
+            return set()
+        return set(session.connection().execute(stmt.returning(table.c[key]), rows).scalars())
+    rows = _with_defaults(table, rows)
+    sql = _insert_ignoring_sql(table.name, tuple(rows[0]), key, returning)
+    result = session.connection().exec_driver_sql(
+        sql, {"rows": json.dumps(rows, default=naive_utc)}
+    )
+    return set(result.scalars()) if returning else set()
+
+
+@cache
+def _insert_ignoring_sql(table: str, columns: tuple[str, ...], key: str, returning: bool) -> str:
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {names} "
+        f"FROM json_populate_recordset(NULL::{table}, %(rows)s::json) "
+        f"ON CONFLICT ({key}) DO NOTHING" + (f" RETURNING {key}" if returning else "")
+    )
+
+
+def update_by_key(
+    session: Session, table: Table, rows: list[dict[str, Any]], key: str, *, status: str
+) -> None:
+    """Set each row's other columns on the row of `table` with its `key`, where that row's
+    status is still `status`. On PostgreSQL one statement fed by one JSON array."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != key]
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = (
+            update(table)
+            .where(table.c[key] == bindparam(f"b_{key}"))
+            .where(table.c.status == status)
+            .values({c: bindparam(f"b_{c}") for c in columns})
+        )
+        session.connection().execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in rows])
+        return
+    sql = _update_by_key_sql(table.name, tuple(columns), key)
+    session.connection().exec_driver_sql(
+        sql, {"rows": json.dumps(rows, default=naive_utc), "status": str(status)}
+    )
+
+
+@cache
+def _update_by_key_sql(table: str, columns: tuple[str, ...], key: str) -> str:
+    sets = ", ".join(f"{c} = v.{c}" for c in columns)
+    return (
+        f"UPDATE {table} SET {sets} "
+        f"FROM json_populate_recordset(NULL::{table}, %(rows)s::json) AS v "
+        f"WHERE {table}.{key} = v.{key} AND {table}.status = %(status)s"
+    )
 
 
 def _with_defaults(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
+from orderflow import bulk
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -125,16 +127,10 @@ def insert_ignore_many(
     session: Session, model: type[Base], rows: list[dict[str, Any]], key: str
 ) -> set[Any]:
     """INSERT these rows, skipping those whose unique `key` exists; returns the keys this call
-    inserted. One executemany (batched into multi-row INSERTs by SQLAlchemy), whose compiled
-    form is cached, unlike an INSERT with the rows inlined as VALUES."""
-    if not rows:
-        return set()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted (one statement; see `bulk.insert_ignoring`)."""
     table = model.__table__
     assert isinstance(table, Table)
-    stmt = insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
-    return set(session.connection().execute(stmt, rows).scalars())
+    return bulk.insert_ignoring(session, table, rows, key, returning=True)
 
 
 def allocate_ids(session: Session, table: str, count: int) -> list[int]:

@@ -297,7 +297,7 @@ def test_webhooks_arriving_together_are_applied_as_one_group_each_on_its_own(
         [seen(2, "complete", "g-c2"), seen(2, "complete", "g-c2"), stray, poisoned]
     )
     assert outcomes[:3] == ["applied", "duplicate", "unmatched"]
-    assert isinstance(outcomes[3], sqlalchemy.exc.StatementError)
+    assert isinstance(outcomes[3], Exception)  # refused on its own, not with the group
     assert "naive datetime" in str(outcomes[3])
     group.close()
     with stack.db.read() as session:
