@@ -11,6 +11,7 @@ import time
 import httpx
 
 from orderflow.chaos.cluster import clean_environ, free_ports
+from tests.support.intake import BROKER, fresh_queue
 
 
 def test_serve_with_two_workers_shares_the_port_and_bench_intake_measures_it(
@@ -71,3 +72,52 @@ def test_serve_with_two_workers_shares_the_port_and_bench_intake_measures_it(
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=40) == 0
+
+
+def test_bench_intake_via_the_queue_counts_what_orderflow_intake_placed(
+    database_url: str,
+) -> None:
+    """`bench intake --via queue` publishes to the intake's queue and reports every order
+    placed by a running `orderflow intake` (seen through the API), with confirm latencies."""
+    [port] = free_ports(1)
+    with fresh_queue("orderflow-bench-queue") as queue:
+        env = clean_environ(
+            {
+                "ORDERFLOW_DATABASE_URL": database_url,
+                "ORDERFLOW_ADMIN_TOKEN": "bench-token",
+                "ORDERFLOW_BOBS_POST_WEBHOOK_SECRET": "a-webhook-secret-of-enough-length",
+                "ORDERFLOW_INTAKE_URL": BROKER,
+                "ORDERFLOW_INTAKE_QUEUE": queue,
+            }
+        )
+        run = [sys.executable, "-m", "orderflow"]
+        serve = subprocess.Popen([*run, "serve", "--port", str(port)], env=env)
+        intake = subprocess.Popen([*run, "intake"], env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "serve never became ready"
+                time.sleep(0.2)
+            args = ["--json", "--via", "queue", "--orders", "300", "--url", url]
+            bench = subprocess.run(
+                [*run, "bench", "intake", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert bench.returncode == 0, bench.stderr
+            report = json.loads(bench.stdout.strip().splitlines()[-1])
+            assert (report["via"], report["accepted"], report["errors"]) == ("queue", 300, {})
+            assert report["p99_ms"] >= report["p50_ms"] > 0
+        finally:
+            for proc in (intake, serve):
+                proc.send_signal(signal.SIGTERM)
+            assert intake.wait(timeout=40) == 0
+            serve.wait(timeout=40)  # uvicorn re-raises SIGTERM after its clean shutdown: -15

@@ -17,7 +17,13 @@ def bench() -> None:
 
 
 @bench.command("intake")
-@click.option("--via", type=click.Choice(sorted(intake.VIAS)), default="post", show_default=True)
+@click.option(
+    "--via",
+    type=click.Choice([*sorted(intake.VIAS), intake.QUEUE]),
+    default="post",
+    show_default=True,
+    help="queue: publish to the intake queue, count what `orderflow intake` placed",
+)
 @click.option("--orders", type=click.IntRange(1), default=10_000, show_default=True)
 @click.option("--clients", type=click.IntRange(1, 4096), default=64, show_default=True)
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True)
@@ -36,6 +42,20 @@ def bench() -> None:
     show_default=True,
     help="products the orders spread over (2: every order hits the same hot stock rows)",
 )
+@click.option(
+    "--broker",
+    envvar="ORDERFLOW_INTAKE_URL",
+    default="amqp://guest:guest@127.0.0.1/",
+    show_default=True,
+    help="RabbitMQ the intake consumes (--via queue)",
+)
+@click.option(
+    "--queue",
+    envvar="ORDERFLOW_INTAKE_QUEUE",
+    default="orderflow.orders",
+    show_default=True,
+    help="the intake's queue (--via queue)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON line")
 def bench_intake(
     via: str,
@@ -45,12 +65,16 @@ def bench_intake(
     token: str,
     batch_size: int,
     skus: int,
+    broker: str,
+    queue: str,
     as_json: bool,
 ) -> None:
     """Send ORDERS orders from CLIENTS concurrent clients; report accepted/s and latency.
 
     Creates its own customer and products (plenty of stock) first. Every order carries its
     own Idempotency-Key; refusals (409, 429, 503…) are counted by status, never retried.
+    With --via queue the orders are published to the intake queue (persistent, confirmed)
+    and counted through the API as `orderflow intake` places them; latency is the confirm's.
     """
     target = intake.Target(url, token)
     with click.progressbar(length=orders, label=f"{via}: orders answered", file=None) as bar:
@@ -61,17 +85,13 @@ def bench_intake(
             bar.update(done - seen)
             seen = done
 
-        report = asyncio.run(
-            intake.run(
-                target,
-                via,
-                orders,
-                clients,
-                batch_size=batch_size,
-                skus=skus,
-                progress=progress,
+        if via == intake.QUEUE:
+            sending = intake.run_queue(target, orders, broker, queue, skus=skus, progress=progress)
+        else:
+            sending = intake.run(
+                target, via, orders, clients, batch_size=batch_size, skus=skus, progress=progress
             )
-        )
+        report = asyncio.run(sending)
         progress(orders)
     click.echo(json.dumps(report.as_dict()) if as_json else report.table())
 

@@ -4,7 +4,11 @@ C clients send N orders as fast as they are answered (closed loop), each order w
 Idempotency-Key; what is measured is accepted orders per second of wall time, the latency of
 each request (a POST of one order, or of one batch) and every refusal by status. Each way in
 is a `Via` in `VIAS`: a coroutine that sends its share of the orders through one client and
-records what happened. A new way in (the queue intake, say) is one more entry in `VIAS`.
+records what happened. A new way in is one more entry in `VIAS`.
+
+The queue (`--via queue`) is measured apart (`run_queue`): the orders are published to the
+intake queue as a producer would (persistent, confirmed), and "accepted" means placed by the
+deployment's `orderflow intake`, seen through the API; its latency is the broker's confirm.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderflow.bench.http import Connection
+from orderflow.intake.bench import publish_timed
 
 
 @dataclass
@@ -107,6 +112,72 @@ async def via_batch(
 
 
 VIAS: dict[str, Via] = {"post": via_post, "batch": via_batch}
+QUEUE = "queue"  # `run_queue`: not a client of the API
+
+
+async def run_queue(
+    target: Target,
+    orders: int,
+    broker: str,
+    queue: str,
+    *,
+    skus: int = 2,
+    timeout: float = 600.0,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Publish ORDERS messages to `queue` (persistent, with publisher confirms, up to
+    `IN_FLIGHT` awaiting their confirm at once), then count this run's orders through the API
+    (`GET /orders?customer_id=…`, newest first, only the new ones each time) until all are
+    placed or `timeout` passes; those never placed are reported as refused (see the dead
+    letters: the intake parks every message it cannot place there)."""
+    run_id = uuid.uuid4().hex[:8]
+    customer, names = await prepare(target, skus, run_id)
+    bodies = order_bodies(orders, customer, names, run_id)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    latencies = await publish_timed(broker, queue, bodies)
+    placed, newest = 0, 0
+    conn = target.connection()
+    try:
+        while placed < orders and time.perf_counter() - started < timeout:
+            found, newest = await _new_orders(conn, customer, newest)
+            placed += found
+            if progress is not None:
+                progress(placed)
+            if placed < orders:
+                await asyncio.sleep(0.25)
+    finally:
+        conn.close()
+    seconds = time.perf_counter() - started
+    return Report(
+        via=QUEUE,
+        orders=orders,
+        clients=1,
+        seconds=seconds,
+        accepted=placed,
+        latencies_ms=_percentiles(latencies),
+        errors={"not placed (see the dead letters)": orders - placed} if placed < orders else {},
+        load_before=_rounded(load_before),
+        load_after=_rounded(os.getloadavg()),
+    )
+
+
+async def _new_orders(conn: Connection, customer: int, newest: int) -> tuple[int, int]:
+    """How many of the customer's orders have an id above `newest`, and the highest id now."""
+    found, top, before = 0, newest, None
+    while True:
+        query = f"/orders?customer_id={customer}&limit=500"
+        status, body = await conn.request("GET", query + (f"&before={before}" if before else ""))
+        if status != 200:
+            raise RuntimeError(f"listing the orders: {status} {body[:200]!r}")
+        page = json.loads(body)
+        ids = [int(o["id"]) for o in page["data"]]
+        fresh = [i for i in ids if i > newest]
+        found += len(fresh)
+        top = max([top, *ids])
+        before = page.get("next_before")
+        if len(fresh) < len(ids) or before is None:
+            return found, top
 
 
 @dataclass(frozen=True)

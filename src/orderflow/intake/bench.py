@@ -24,28 +24,40 @@ def publish_orders(url: str, queue: str, bodies: Iterable[dict[str, Any] | bytes
     asyncio.run(_publish(url, queue, [b if isinstance(b, bytes) else _encode(b) for b in bodies]))
 
 
+async def publish_timed(url: str, queue: str, bodies: Sequence[dict[str, Any]]) -> list[float]:
+    """`publish_orders`, awaited: each message's seconds from its publish to its confirm."""
+    return await _publish_timed(url, queue, [_encode(b) for b in bodies])
+
+
 def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def _publish(url: str, queue: str, bodies: Sequence[bytes]) -> None:
+    await _publish_timed(url, queue, bodies)
+
+
+async def _publish_timed(url: str, queue: str, bodies: Sequence[bytes]) -> list[float]:
+    latencies: list[float] = []
     async with await aio_pika.connect(url, timeout=10) as connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(queue, durable=True)
-        for start in range(0, len(bodies), IN_FLIGHT):
-            await asyncio.gather(
-                *(
-                    channel.default_exchange.publish(
-                        aio_pika.Message(
-                            body,
-                            content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        routing_key=queue,
-                    )
-                    for body in bodies[start : start + IN_FLIGHT]
-                )
+
+        async def one(body: bytes) -> None:
+            started = time.perf_counter()
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=queue,
             )
+            latencies.append(time.perf_counter() - started)
+
+        for start in range(0, len(bodies), IN_FLIGHT):
+            await asyncio.gather(*(one(body) for body in bodies[start : start + IN_FLIGHT]))
+    return latencies
 
 
 def placed_keys(db: Database, keys: Iterable[str]) -> set[str]:
