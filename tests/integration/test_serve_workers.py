@@ -7,11 +7,37 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 
 from orderflow.chaos.cluster import clean_environ, free_ports
 from tests.support.intake import BROKER, fresh_queue
+
+
+def wait_ready(url: str, serve: subprocess.Popen[bytes]) -> None:
+    """Until `serve` answers /healthz (failing with its output if it exits first)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert serve.poll() is None, serve.stdout.read() if serve.stdout else ""
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "serve never became ready"
+        time.sleep(0.2)
+
+
+def bench_intake(env: dict[str, str], *args: str, url: str) -> dict[str, Any]:
+    """`orderflow bench intake --json ARGS --url URL` as a process; its report."""
+    command = [sys.executable, "-m", "orderflow", "bench", "intake", "--json", *args]
+    bench = subprocess.run(
+        [*command, "--url", url], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert bench.returncode == 0, bench.stderr
+    report: dict[str, Any] = json.loads(bench.stdout.strip().splitlines()[-1])
+    return report
 
 
 def test_serve_with_two_workers_shares_the_port_and_bench_intake_measures_it(
@@ -32,43 +58,18 @@ def test_serve_with_two_workers_shares_the_port_and_bench_intake_measures_it(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    bench_cmd = [sys.executable, "-m", "orderflow", "bench", "intake", "--json"]
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert serve.poll() is None, serve.stdout.read() if serve.stdout else ""
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve --workers 2 never became ready"
-            time.sleep(0.2)
+        wait_ready(url, serve)
         children = subprocess.run(
             ["pgrep", "-P", str(serve.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(children) >= 2  # the workers (plus, maybe, multiprocessing's tracker)
-        bench = subprocess.run(
-            [*bench_cmd, "--via", "post", "--orders", "120", "--clients", "8", "--url", url],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert bench.returncode == 0, bench.stderr
-        report = json.loads(bench.stdout.strip().splitlines()[-1])
+        report = bench_intake(env, "--via", "post", "--orders", "120", "--clients", "8", url=url)
         assert report["accepted"] == 120 and report["errors"] == {}
         assert report["p99_ms"] >= report["p50_ms"] > 0
-        batch = subprocess.run(
-            [*bench_cmd, "--via", "batch", "--orders", "250", "--clients", "2", "--url", url],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert batch.returncode == 0, batch.stderr
-        assert json.loads(batch.stdout.strip().splitlines()[-1])["accepted"] == 250
+        batch = bench_intake(env, "--via", "batch", "--orders", "250", "--clients", "2", url=url)
+        assert batch["accepted"] == 250
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=40) == 0
@@ -95,25 +96,8 @@ def test_bench_intake_via_the_queue_counts_what_orderflow_intake_placed(
         intake = subprocess.Popen([*run, "intake"], env=env)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "serve never became ready"
-                time.sleep(0.2)
-            args = ["--json", "--via", "queue", "--orders", "300", "--url", url]
-            bench = subprocess.run(
-                [*run, "bench", "intake", *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            assert bench.returncode == 0, bench.stderr
-            report = json.loads(bench.stdout.strip().splitlines()[-1])
+            wait_ready(url, serve)
+            report = bench_intake(env, "--via", "queue", "--orders", "300", url=url)
             assert (report["via"], report["accepted"], report["errors"]) == ("queue", 300, {})
             assert report["p99_ms"] >= report["p50_ms"] > 0
         finally:
