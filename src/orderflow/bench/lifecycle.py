@@ -282,15 +282,24 @@ def _burst(stack: Cluster, burst: int, customers: list[int], result: Result) -> 
 
 
 def _wait_delivered(stack: Cluster, orders: int, stall_seconds: float = 90.0) -> int:
+    """Until every order is delivered, or nothing at all happened for `stall_seconds`.
+
+    Progress is any new history entry, not only a delivery: behind a large backlog the lanes
+    put payments first, and no order is delivered for minutes while the worker is busy."""
     bar = click.progressbar(length=orders, label="delivered", file=sys.stderr)
-    seen, last_change = 0, time.monotonic()
+    seen, latest, last_change = 0, 0, time.monotonic()
     with bar:
         while seen < orders and time.monotonic() - last_change < stall_seconds:
-            [row] = stack.sql("SELECT count(*) FROM orders WHERE status = 'delivered'")
-            count = int(row[0])
+            [row] = stack.sql(
+                "SELECT (SELECT count(*) FROM orders WHERE status = 'delivered'),"
+                " (SELECT coalesce(max(id), 0) FROM audit_entries)"
+            )
+            count, entry = int(row[0]), int(row[1])
             if count != seen:
                 bar.update(count - seen)
-                seen, last_change = count, time.monotonic()
+                seen = count
+            if entry != latest:
+                latest, last_change = entry, time.monotonic()
             time.sleep(0.2)
     return seen
 
